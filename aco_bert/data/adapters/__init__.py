@@ -1,0 +1,1 @@
+"""Adapters: one module per published outcome format, each returning a validated :class:`OutcomeTable`."""

@@ -1,0 +1,57 @@
+"""Seeded K-fold splits by prompt, and nested selection (inner folds inside each outer training fold).
+
+Splitting is always by prompt: a prompt never appears in both train and test. Thresholds, lambdas and other
+policy knobs are chosen on inner folds only, so the outer test fold is never seen by any selection step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Fold:
+    index: int
+    train: np.ndarray  # positions into the prompt list
+    test: np.ndarray
+
+
+def kfold(prompt_ids: Sequence[str] | int, k: int = 5, seed: int = 0) -> list[Fold]:
+    """Seeded K-fold by prompt. Duplicate prompt ids always land in the same fold."""
+    ids = [str(i) for i in range(prompt_ids)] if isinstance(prompt_ids, int) else [str(p) for p in prompt_ids]
+    uniq = list(dict.fromkeys(ids))
+    if k < 2 or k > len(uniq):
+        raise ValueError(f"k={k} folds need 2 <= k <= number of prompts ({len(uniq)})")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(uniq))
+    fold_of = {uniq[j]: pos % k for pos, j in enumerate(order)}
+    assign = np.array([fold_of[p] for p in ids])
+    return [Fold(f, np.flatnonzero(assign != f), np.flatnonzero(assign == f)) for f in range(k)]
+
+
+def nested(prompt_ids: Sequence[str] | int, k_outer: int = 5, k_inner: int = 5, seed: int = 0
+           ) -> Iterator[tuple[Fold, list[Fold]]]:
+    """Yield (outer fold, inner folds); inner folds index into the *whole* prompt list, inside outer.train."""
+    ids = [str(i) for i in range(prompt_ids)] if isinstance(prompt_ids, int) else [str(p) for p in prompt_ids]
+    for outer in kfold(ids, k_outer, seed):
+        inner_ids = [ids[i] for i in outer.train]
+        inner = [Fold(f.index, outer.train[f.train], outer.train[f.test])
+                 for f in kfold(inner_ids, k_inner, seed + 1 + outer.index)]
+        yield outer, inner
+
+
+def select_on_train(candidates: Sequence[T], score: Callable[[T, np.ndarray], float], train_idx: np.ndarray) -> T:
+    """Pick the candidate with the best ``score(candidate, train_idx)``; the test fold is never passed in."""
+    best, best_s = None, -np.inf
+    for c in candidates:
+        s = score(c, train_idx)
+        if s > best_s:
+            best, best_s = c, s
+    if best is None:
+        raise ValueError("no candidates")
+    return best
