@@ -1,0 +1,50 @@
+"""The `aco-bert` console script: one entry point that dispatches to each verb's `python -m aco_bert.<verb>`.
+
+Each verb's module owns its argument parsing (`main(argv)`); this file only maps names to modules, so the two
+ways of calling a verb can never drift apart.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+VERBS: dict[str, tuple[str, str]] = {
+    "data": ("aco_bert.data.describe", "inspect an outcome dataset: `aco-bert data describe --dataset NAME`"),
+    "evaluate": ("aco_bert.evaluate", "replay routing policies offline against real outcomes"),
+    "train": ("aco_bert.train", "train the multi-head router (also `accelerate launch -m aco_bert.train`)"),
+    "stack": ("aco_bert.stack", "fit stacker, calibrators and cost model on out-of-fold predictions"),
+    "export": ("aco_bert.export", "export a trained router to an ONNX bundle"),
+    "serve": ("aco_bert.serve", "serve a bundle over HTTP (torch-free)"),
+    "score": ("aco_bert.score", "batch-score a dataset with a bundle"),
+    "demo": ("aco_bert.demo", "the main job end to end: train, stack, export, score, report"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: aco-bert <verb> [args...]", "", "verbs:"]
+    lines += [f"  {v:<9} {h}" for v, (_m, h) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"aco-bert: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    if verb == "data":
+        if not rest or rest[0] != "describe":
+            print("usage: aco-bert data describe --dataset NAME [--data-dir DIR]", file=sys.stderr)
+            return 2
+        rest = rest[1:]
+    module = importlib.import_module(VERBS[verb][0])
+    rc = module.main(rest)
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
