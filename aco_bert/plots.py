@@ -1,0 +1,62 @@
+"""Cost-quality plot of an evaluation report: fixed models, the zero-router hull, the oracle, learned curves.
+
+Uses matplotlib's Agg canvas directly (no pyplot, no global backend switch), so it works headless and inside
+servers and tests without touching the caller's matplotlib state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aco_bert.policy_eval import EvalReport
+
+
+def plot_cost_quality(report: EvalReport, path: str | Path, *, log_x: bool = False, title: str | None = None,
+                      label_models: bool = True) -> Path:
+    """Write a PNG: success (%) vs cost per task (USD); returns the path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 6), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    fixed = [p for p in report.policies if p.kind == "fixed"]
+    ax.scatter([p.cost_per_task for p in fixed], [100 * p.success for p in fixed], s=22, color="0.45",
+               zorder=3, label="fixed models")
+    if label_models:
+        for p in fixed:
+            ax.annotate(p.model, (p.cost_per_task, 100 * p.success), fontsize=6, color="0.35",
+                        xytext=(3, 2), textcoords="offset points")
+    hx, hy = report.curves["zero-router"].hull()
+    ax.plot(hx, 100 * hy, color="0.2", lw=1.5, label="zero-router hull (mix two fixed models)", zorder=2)
+    if "oracle" in report.curves:
+        ox, oy = report.curves["oracle"].hull()
+        ax.plot(ox, 100 * oy, color="tab:green", lw=1, ls="--", label="oracle curve (actual outcomes)")
+    marks = {"oracle": ("*", "tab:green", 160), "random": ("x", "tab:red", 50),
+             "always-frontier": ("D", "tab:purple", 50), "zero-router": ("s", "tab:blue", 50)}
+    for name, (marker, color, size) in marks.items():
+        p = report.get(name)
+        lab = f"{name} ({p.model})" if p.model else name
+        ax.scatter([p.cost_per_task], [100 * p.success], marker=marker, color=color, s=size, zorder=4, label=lab)
+    for name, c in report.curves.items():
+        if c.kind != "learned":
+            continue
+        (line,) = ax.plot(c.cost, 100 * c.success, lw=0, marker=".", ms=4, alpha=0.6)
+        cx, cy = c.hull()
+        ax.plot(cx, 100 * cy, lw=1.8, color=line.get_color(), label=f"{name} (hull)")
+    for p in report.policies:
+        if p.kind == "learned":
+            ax.scatter([p.cost_per_task], [100 * p.success], marker="^", s=60, zorder=5, label=p.name)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel("cost per task (USD" + (", log scale)" if log_x else ")"))
+    ax.set_ylabel("success (%)")
+    ax.set_title(title or f"{report.dataset}: cost vs success ({report.n_prompts} prompts, "
+                          f"{len(report.models)} models)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
