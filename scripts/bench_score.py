@@ -1,0 +1,151 @@
+"""Batch-scoring benchmark: prompts/s of a bundle on this CPU, and peak memory as the input grows 10x.
+
+Prompts are real SWE-bench Verified issue texts (from ``$ACO_BERT_DATA_DIR``) cut to random lengths of at most
+``--max-tokens`` tokens (the bundle's own tokenizer counts them), repeated to the row counts asked for.
+
+1. **Throughput** (in this process): ``Router.route_batch`` alone at ``--batch-size``, and the whole scorer
+   (jsonl in -> chunks -> parquet out) on the same prompts.
+2. **Memory**: ``python -m aco_bert.score`` in a fresh subprocess on N and growth*N rows; peak RSS of each child
+   (``wait4`` rusage). Chunked streaming should keep it flat.
+
+    python scripts/bench_score.py --bundle BUNDLE [--rows 2000] [--growth 10] [--batch-size 32]
+
+Targets (issue 7): >= 300 prompts/s for int8 at batch 32 with prompts <= 128 tokens; peak RSS flat (within ~10 %)
+as the input grows 10x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_texts(data_dir: Path) -> list[str]:
+    path = data_dir / "swebench-verified" / "tasks.jsonl"
+    if not path.exists():
+        sys.exit(f"no {path}: set ACO_BERT_DATA_DIR or pass --data-dir")
+    with open(path) as f:
+        return [json.loads(line)["problem_statement"] for line in f if line.strip()]
+
+
+def cut_prompts(texts: list[str], tokenizer, n: int, max_tokens: int, seed: int = 0) -> list[str]:
+    """``n`` prompts: random windows of real texts, each at most ``max_tokens`` tokens (counted by the bundle's
+    tokenizer, special tokens included)."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    while len(out) < n:
+        words = rng.choice(texts).split()
+        if not words:
+            continue
+        k = rng.randint(8, max(8, int(max_tokens * 0.7)))
+        start = rng.randint(0, max(0, len(words) - k))
+        p = " ".join(words[start:start + k])
+        while p and len(tokenizer.encode(p).ids) > max_tokens:
+            p = " ".join(p.split()[:-4])
+        if p.strip():
+            out.append(p)
+    return out
+
+
+def write_jsonl(path: Path, prompts: list[str], n: int) -> None:
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"p{i}", "prompt": prompts[i % len(prompts)]}) + "\n")
+
+
+def child_peak_rss(cmd: list[str]) -> tuple[float, float, int]:
+    """(peak RSS MiB, wall s, return code) of one subprocess."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    err = p.stderr.read().decode() if p.stderr else ""
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{err[-2000:]}")
+    return ru.ru_maxrss / 1024, wall, p.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--data-dir", default=os.environ.get("ACO_BERT_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    ap.add_argument("--rows", type=int, default=2000, help="throughput rows and the smaller memory run")
+    ap.add_argument("--growth", type=int, default=10, help="the larger memory run has rows * growth rows")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--chunk-size", type=int, default=1024)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--fp32", action="store_true", help="benchmark the fp32 model instead of int8")
+    ap.add_argument("--skip-memory", action="store_true")
+    a = ap.parse_args(argv)
+
+    from aco_bert.runtime import Router
+    from aco_bert.score import ScoreConfig, score_dataset
+
+    int8 = not a.fp32
+    router = Router.load(a.bundle, int8=int8)
+    variant = "fp32" if a.fp32 else "int8"
+    from aco_bert.tokenization import load_tokenizer
+
+    prompts = cut_prompts(real_texts(Path(a.data_dir)), load_tokenizer(a.bundle), a.rows, a.max_tokens)
+    rows = []
+
+    # warm-up, then route_batch alone
+    router.route_batch(prompts[: a.batch_size])
+    t0 = time.perf_counter()
+    toks = []
+    for i in range(0, len(prompts), a.batch_size):
+        toks += [d.n_tokens for d in router.route_batch(prompts[i:i + a.batch_size])]
+    dt = time.perf_counter() - t0
+    rows.append(("route_batch (in memory)", len(prompts), dt, len(prompts) / dt, None))
+
+    with tempfile.TemporaryDirectory() as td:
+        tdp = Path(td)
+        src = tdp / "in.jsonl"
+        write_jsonl(src, prompts, len(prompts))
+        cfg = ScoreConfig(bundle=a.bundle, input=str(src), output=str(tdp / "out.parquet"), int8=int8,
+                          batch_size=a.batch_size, chunk_size=a.chunk_size, progress=False)
+        s = score_dataset(cfg, router=router, log=lambda _m: None)
+        rows.append(("score_dataset jsonl->parquet", s.n_rows, s.seconds, s.rows_per_s, None))
+
+        mem = []
+        if not a.skip_memory:
+            for n in (a.rows, a.rows * a.growth):
+                inp = tdp / f"in_{n}.jsonl"
+                write_jsonl(inp, prompts, n)
+                cmd = [sys.executable, "-m", "aco_bert.score", "--bundle", a.bundle, "--input", str(inp),
+                       "--output", str(tdp / f"out_{n}.parquet"), "--chunk-size", str(a.chunk_size),
+                       "--batch-size", str(a.batch_size), "--no-progress", "--fp32" if a.fp32 else "--int8"]
+                rss, wall, _ = child_peak_rss(cmd)
+                mem.append((n, inp.stat().st_size / 2**20, rss, wall))
+
+    print(f"\nbundle {a.bundle} ({variant}), batch {a.batch_size}, chunk {a.chunk_size}, prompts <= {a.max_tokens} "
+          f"tokens (mean {sum(toks) / len(toks):.0f}, max {max(toks)}), {os.cpu_count()} CPUs\n")
+    print("| Path | Rows | Seconds | Prompts/s |")
+    print("|---|---:|---:|---:|")
+    for name, n, dt, rate, _ in rows:
+        print(f"| {name} | {n} | {dt:.2f} | {rate:.0f} |")
+    if mem:
+        print("\n| `python -m aco_bert.score` rows | Input MiB | Peak RSS MiB | Wall s | Prompts/s (incl. start-up) |")
+        print("|---:|---:|---:|---:|---:|")
+        for n, mib, rss, wall in mem:
+            print(f"| {n} | {mib:.1f} | {rss:.0f} | {wall:.1f} | {n / wall:.0f} |")
+        ratio = mem[-1][2] / mem[0][2]
+        print(f"\npeak RSS x{ratio:.2f} for x{a.growth} rows "
+              f"({'flat' if ratio <= 1.10 else 'NOT flat'}: target <= 1.10)")
+    rate = rows[0][3]
+    print(f"route_batch {rate:.0f} prompts/s ({'meets' if rate >= 300 else 'BELOW'} the 300 prompts/s target)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
