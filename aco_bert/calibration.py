@@ -1,0 +1,211 @@
+"""Per-tier isotonic calibration, and the numbers that say whether probabilities can be trusted (ECE, Brier).
+
+Why isotonic: the routing policies compare P(success) against a threshold tau and against cost, so the scores must
+mean what they say ("0.8" succeeds 80 % of the time). Isotonic regression fixes any monotone distortion of a score
+without assuming a shape. It is fitted on *held-out* predictions only (predictions the upstream model did not
+train on), else it learns the model's over-confidence on its own training data.
+
+The fitted map is stored as plain JSON arrays (the isotonic thresholds) and applied with ``np.interp``, which is
+exactly what scikit-learn's ``IsotonicRegression.predict`` computes with ``out_of_bounds="clip"``; so the torch-free
+runtime needs neither scikit-learn nor pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+FORMAT = "aco_bert.isotonic/1"
+
+
+@dataclass
+class IsotonicCalibrator:
+    """One monotone map per tier: ``p = interp(score, x[t], y[t])`` (clipped at both ends)."""
+
+    x: list[np.ndarray]
+    y: list[np.ndarray]
+    tiers: list[str] = field(default_factory=list)
+    n_fit: list[int] = field(default_factory=list)  # labelled held-out predictions each tier was fitted on
+
+    @classmethod
+    def fit(cls, scores: np.ndarray, labels: np.ndarray, tiers: Sequence[str] | None = None,
+            min_count: int = 10) -> "IsotonicCalibrator":
+        """Fit on held-out ``scores`` (P, T) against ``labels`` (P, T) in [0, 1]; NaN labels are masked per tier.
+
+        A tier with fewer than ``min_count`` labels, or a single label value, gets a constant map at its mean
+        label (or 0.5 with no labels): an isotonic fit on almost nothing would be noise.
+        """
+        from sklearn.isotonic import IsotonicRegression
+
+        scores = np.asarray(scores, dtype=float)
+        labels = np.asarray(labels, dtype=float)
+        if scores.ndim != 2 or scores.shape != labels.shape:
+            raise ValueError(f"scores {scores.shape} and labels {labels.shape} must both be (P, T)")
+        xs, ys, ns = [], [], []
+        for t in range(scores.shape[1]):
+            ok = ~np.isnan(labels[:, t]) & np.isfinite(scores[:, t])
+            s, l = scores[ok, t], labels[ok, t]
+            ns.append(int(ok.sum()))
+            if ok.sum() < min_count or np.unique(l).size < 2:
+                xs.append(np.array([0.0]))
+                ys.append(np.array([float(l.mean()) if l.size else 0.5]))
+                continue
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(s, l)
+            xs.append(np.asarray(iso.X_thresholds_, dtype=float))
+            ys.append(np.asarray(iso.y_thresholds_, dtype=float))
+        names = list(tiers) if tiers is not None else [str(i) for i in range(scores.shape[1])]
+        if len(names) != scores.shape[1]:
+            raise ValueError(f"{len(names)} tier names for {scores.shape[1]} tiers")
+        return cls(xs, ys, names, ns)
+
+    @property
+    def n_tiers(self) -> int:
+        return len(self.x)
+
+    def transform(self, scores: np.ndarray) -> np.ndarray:
+        """Calibrated (P, T) probabilities from raw (P, T) scores."""
+        scores = np.asarray(scores, dtype=float)
+        if scores.ndim != 2 or scores.shape[1] != self.n_tiers:
+            raise ValueError(f"expected (P, {self.n_tiers}) scores, got {scores.shape}")
+        out = np.empty_like(scores)
+        for t in range(self.n_tiers):
+            out[:, t] = np.interp(scores[:, t], self.x[t], self.y[t])
+        return out
+
+    __call__ = transform
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "tiers": list(self.tiers),
+            "n_fit": list(self.n_fit),
+            "x": [a.tolist() for a in self.x],
+            "y": [a.tolist() for a in self.y],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "calibrator") -> "IsotonicCalibrator":
+        if d.get("format") != FORMAT:
+            raise ValueError(f"{where}: format {d.get('format')!r} is not {FORMAT!r}")
+        x = [np.asarray(a, dtype=float) for a in d["x"]]
+        y = [np.asarray(a, dtype=float) for a in d["y"]]
+        for t, (a, b) in enumerate(zip(x, y)):
+            if a.shape != b.shape or a.size == 0 or (np.diff(a) < 0).any():
+                raise ValueError(f"{where}: tier {t} thresholds must be non-empty, equal length, x sorted")
+        return cls(x, y, list(d.get("tiers", [])), list(d.get("n_fit", [])))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "IsotonicCalibrator":
+        return cls.from_dict(json.loads(Path(path).read_text()), where=str(path))
+
+
+# --- metrics ---------------------------------------------------------------------------------------------------
+
+
+def _bins(p: np.ndarray, n_bins: int, strategy: str) -> np.ndarray:
+    """Bin index per prediction: ``uniform`` = equal-width on [0, 1], ``quantile`` = equal-mass."""
+    if strategy == "uniform":
+        return np.clip((p * n_bins).astype(int), 0, n_bins - 1)
+    if strategy == "quantile":
+        order = np.argsort(p, kind="stable")
+        b = np.empty(p.size, dtype=int)
+        b[order] = (np.arange(p.size) * n_bins) // max(p.size, 1)
+        return b
+    raise ValueError(f"strategy must be 'uniform' or 'quantile', got {strategy!r}")
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10, strategy: str = "uniform") -> dict:
+    """Reliability-diagram data for one tier: per non-empty bin, mean prediction, mean outcome, count."""
+    p, y = np.asarray(probs, float).ravel(), np.asarray(labels, float).ravel()
+    ok = ~np.isnan(y) & ~np.isnan(p)
+    p, y = p[ok], y[ok]
+    b = _bins(p, n_bins, strategy)
+    conf, acc, cnt = [], [], []
+    for k in range(n_bins):
+        m = b == k
+        if m.any():
+            conf.append(float(p[m].mean()))
+            acc.append(float(y[m].mean()))
+            cnt.append(int(m.sum()))
+    return {"mean_pred": conf, "frac_pos": acc, "count": cnt, "strategy": strategy, "n_bins": n_bins}
+
+
+def ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10, strategy: str = "uniform") -> float:
+    """Expected calibration error: count-weighted mean |mean prediction - mean outcome| over bins (NaN masked)."""
+    r = reliability(probs, labels, n_bins, strategy)
+    n = sum(r["count"])
+    if n == 0:
+        return float("nan")
+    return float(sum(c * abs(a - b) for a, b, c in zip(r["mean_pred"], r["frac_pos"], r["count"])) / n)
+
+
+def brier(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean squared error of probabilities against outcomes (NaN labels masked)."""
+    p, y = np.asarray(probs, float).ravel(), np.asarray(labels, float).ravel()
+    ok = ~np.isnan(y)
+    return float(np.mean((p[ok] - y[ok]) ** 2)) if ok.any() else float("nan")
+
+
+def calibration_report(probs: np.ndarray, labels: np.ndarray, tiers: Sequence[str] | None = None,
+                       n_bins: int = 10) -> list[dict]:
+    """Per-tier ECE (equal-width and equal-mass), Brier, and the Brier of predicting the base rate (reference)."""
+    probs, labels = np.asarray(probs, float), np.asarray(labels, float)
+    names = list(tiers) if tiers is not None else [str(i) for i in range(probs.shape[1])]
+    out = []
+    for t, name in enumerate(names):
+        y = labels[:, t]
+        ok = ~np.isnan(y)
+        base = float(np.mean((y[ok] - y[ok].mean()) ** 2)) if ok.any() else float("nan")
+        out.append({
+            "tier": name,
+            "n": int(ok.sum()),
+            "ece": ece(probs[:, t], y, n_bins, "uniform"),
+            "ece_mass": ece(probs[:, t], y, n_bins, "quantile"),
+            "brier": brier(probs[:, t], y),
+            "brier_base_rate": base,
+        })
+    return out
+
+
+def plot_reliability(probs: np.ndarray, labels: np.ndarray, path: str | Path, tiers: Sequence[str] | None = None,
+                     n_bins: int = 10, strategy: str = "quantile", max_tiers: int = 12,
+                     title: str = "Reliability") -> Path:
+    """Reliability diagrams (one panel per tier, up to ``max_tiers``) written as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probs, labels = np.asarray(probs, float), np.asarray(labels, float)
+    names = list(tiers) if tiers is not None else [str(i) for i in range(probs.shape[1])]
+    n = min(len(names), max_tiers)
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for t in range(rows * cols):
+        ax = axes[t // cols][t % cols]
+        if t >= n:
+            ax.axis("off")
+            continue
+        r = reliability(probs[:, t], labels[:, t], n_bins, strategy)
+        ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+        ax.plot(r["mean_pred"], r["frac_pos"], marker="o", ms=3)
+        e = ece(probs[:, t], labels[:, t], n_bins, strategy)
+        ax.set_title(f"{names[t][:28]}\nECE {e:.3f}", fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
