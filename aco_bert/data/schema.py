@@ -71,7 +71,8 @@ class OutcomeTable:
 
     def select_models(self, models: Iterable[str]) -> "OutcomeTable":
         models = list(models)
-        missing = [m for m in models if m not in set(self.df["model"])]
+        have = set(self.df["model"].unique())
+        missing = [m for m in models if m not in have]
         if missing:
             raise DataError(f"models not in table {self.name!r}: {missing}")
         df = self.df[self.df["model"].isin(models)].reset_index(drop=True)
@@ -171,7 +172,8 @@ class OutcomeMatrix:
     def from_table(cls, table: OutcomeTable, models: Iterable[str] | None = None) -> "OutcomeMatrix":
         df = table.df
         models = list(models) if models is not None else table.models
-        unknown = [m for m in models if m not in set(df["model"])]
+        have = set(df["model"].unique())  # once: iterating the Arrow column per model is quadratic
+        unknown = [m for m in models if m not in have]
         if unknown:
             raise DataError(f"models not in table {table.name!r}: {unknown}")
         df = df[df["model"].isin(models)]
