@@ -1,7 +1,9 @@
 """Named datasets: where each lives under the data dir, its public source, and its adapter.
 
 ``load_outcomes("swebench-verified", data_dir=...)`` reads the local copy when present, else the public source.
-Anything else is treated as a path to a generic long/wide file (see :mod:`aco_bert.data.adapters.generic`).
+Named datasets: ``swebench-verified``, ``routerbench`` (``split=train|test|all``), ``bfcl`` (local copy only),
+``dcrouter`` (``split=train|test|all``). Anything else is treated as a path to a generic long/wide file (see
+:mod:`aco_bert.data.adapters.generic`). :func:`default_spec_name` names each dataset's shipped router spec.
 """
 
 from __future__ import annotations
@@ -30,10 +32,63 @@ def _swebench(data_dir: Path | None, **kw: Any) -> OutcomeTable:
     return swebench.load_swebench(**kw)
 
 
+def _routerbench(data_dir: Path | None, split: str = "all", **kw: Any) -> OutcomeTable:
+    """RouterDC's RouterBench re-cut (local copy, else the pinned RouterDC URLs)."""
+    from aco_bert.data.adapters import routerbench
+
+    local = data_dir / "routerbench" if data_dir is not None else None
+    src = local if local is not None and local.exists() else None
+    return routerbench.load_routerbench(src, split=split, **kw)
+
+
+def _bfcl(data_dir: Path | None, **kw: Any) -> OutcomeTable:
+    """BFCL v2: needs the flattened local copy (outcomes.csv is derived; see adapters/bfcl.py)."""
+    from aco_bert.data.adapters import bfcl
+    from aco_bert.data.prices import LITELLM_RELPATH, PriceTable
+
+    base = data_dir / "bfcl-v2" if data_dir is not None else None
+    if base is None or not (base / "outcomes.csv").exists():
+        raise FileNotFoundError(
+            "bfcl needs the flattened local copy <data_dir>/bfcl-v2/{outcomes.csv,questions.jsonl} (set "
+            f"${DATA_DIR_ENV} or --data-dir); outcomes.csv is derived from {bfcl.RESULTS_REPO} as described in the "
+            "shared data README, and deriving it online is not implemented")
+    if "prices" not in kw:
+        local_prices = data_dir / LITELLM_RELPATH
+        kw["prices"] = PriceTable.from_litellm(local_prices if local_prices.exists() else None)
+    return bfcl.load_bfcl(base / "outcomes.csv", base / "questions.jsonl", **kw)
+
+
+def _dcrouter(data_dir: Path | None, split: str = "all", **kw: Any) -> OutcomeTable:
+    """LLMRouter's DC-router split (local copy, else the pinned LLMRouter URLs)."""
+    from aco_bert.data.adapters import scores_json
+
+    local = data_dir / "dcrouter" if data_dir is not None else None
+    src = local if local is not None and local.exists() else None
+    return scores_json.load_dcrouter(src, split=split, **kw)
+
+
 # name -> loader(data_dir, **options). Adapters for other datasets register here too.
 DATASETS: dict[str, Callable[..., OutcomeTable]] = {
     "swebench-verified": _swebench,
+    "routerbench": _routerbench,
+    "bfcl": _bfcl,
+    "dcrouter": _dcrouter,
 }
+
+# dataset -> the shipped router spec (aco_bert/specs/<name>.yaml) used when none is given.
+DEFAULT_SPECS: dict[str, str] = {
+    "swebench-verified": "swebench-verified-5tier",
+    "routerbench": "routerbench",
+    "bfcl": "bfcl",
+    "dcrouter": "dcrouter",
+}
+
+
+def default_spec_name(dataset: str) -> str:
+    """Name of the shipped router spec for ``dataset`` (load it with ``RouterSpec.load``)."""
+    if dataset not in DEFAULT_SPECS:
+        raise KeyError(f"no default router spec for dataset {dataset!r}; known: {sorted(DEFAULT_SPECS)}")
+    return DEFAULT_SPECS[dataset]
 
 
 def load_outcomes(name_or_path: str | Path, data_dir: str | Path | None = None, **kw: Any) -> OutcomeTable:

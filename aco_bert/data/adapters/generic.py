@@ -1,0 +1,176 @@
+"""Generic outcome files, so a user's own runs can be routed without writing an adapter.
+
+Two layouts, in ``.jsonl``, ``.csv`` or ``.parquet``:
+
+* **long**: one row per (prompt, model) with the canonical columns (:data:`~aco_bert.data.schema.CANONICAL_COLUMNS`;
+  ``prompt_id, prompt, model, success`` required). Other columns are ignored and listed in
+  ``extras["ignored_columns"]``.
+* **wide**: one row per prompt: ``prompt_id, prompt`` (optional ``source, category, step_type``), one success column
+  per model, and optional trace columns ``<model>|cost`` (or ``|cost_usd``, ``|input_tokens``, ``|output_tokens``,
+  ``|api_calls``, ``|latency_s``). An empty success cell means "not run" and is skipped and counted.
+  Columns ``<x>|<other>`` are ignored and listed.
+
+The layout is detected (a ``model`` and a ``success`` column mean long, otherwise wide) or given as ``format=``.
+
+Errors are :class:`~aco_bert.data.schema.DataError` naming the file, the row and the reason. **Rows are 0-based data
+rows**, the convention of every adapter in this package: for JSONL the 0-based line index (line ``row + 1`` in an
+editor; blank lines are skipped but keep their numbers); for CSV and parquet the index of the record after the
+header (line ``row + 2`` of a CSV file without multi-line fields).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aco_bert.data.schema import CANONICAL_COLUMNS, PROMPT_META_COLUMNS, DataError, OutcomeTable, validate_table
+
+
+def _val(v: object) -> object:
+    """A cell as a plain Python value, so messages read 2.0 rather than np.float64(2.0)."""
+    return v.item() if hasattr(v, "item") else v
+
+TRACE_SUFFIXES = {"cost": "cost_usd", "cost_usd": "cost_usd", "input_tokens": "input_tokens",
+                  "output_tokens": "output_tokens", "api_calls": "api_calls", "latency_s": "latency_s"}
+WIDE_ID_COLUMNS = ("prompt_id", "prompt")
+
+
+def read_records(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """Read a .jsonl/.csv/.parquet file as strings-preserving records; returns (frame, row number of each record)."""
+    p = str(path)
+    suffix = Path(p).suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        recs, rows = [], []
+        with open(p, encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if not line.strip():
+                    continue
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"invalid JSON line: {e}", file=p, row=i) from e
+                if not isinstance(r, dict):
+                    raise DataError(f"JSON line is a {type(r).__name__}, not an object", file=p, row=i)
+                recs.append(r)
+                rows.append(i)
+        return pd.DataFrame.from_records(recs), np.asarray(rows, dtype=int)
+    if suffix == ".csv":
+        try:
+            # keep_default_na=False + explicit na_values: an empty cell is missing, but "NA" as a prompt stays text.
+            df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""])
+        except (pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise DataError(f"unreadable CSV: {e}", file=p) from e
+        return df, np.arange(len(df))
+    if suffix == ".parquet":
+        df = pd.read_parquet(p)
+        return df, np.arange(len(df))
+    raise DataError(f"unsupported file type {suffix!r}; expected .jsonl, .csv or .parquet", file=p)
+
+
+def detect_format(columns: list[str]) -> str:
+    return "long" if "model" in columns and "success" in columns else "wide"
+
+
+def _validate(df: pd.DataFrame, rows: np.ndarray, file: str) -> pd.DataFrame:
+    """schema.validate_table, with its positional row mapped back to the file's row numbers."""
+    try:
+        return validate_table(df, file=file)
+    except DataError as e:
+        if isinstance(e.row, (int, np.integer)) and 0 <= int(e.row) < len(rows):
+            raise DataError(e.reason, file=file, row=int(rows[int(e.row)])) from e
+        raise
+
+
+def _check_success(s: pd.Series, rows: np.ndarray, file: str, what: str) -> pd.Series:
+    """Numeric success in [0, 1] or missing; errors name the row and, via ``what``, the column."""
+    num = pd.to_numeric(s, errors="coerce")
+    present = s.notna() & (s.astype("string").str.strip() != "")
+    bad = present & num.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{what}non-numeric success {_val(s.iloc[i])!r}", file=file, row=int(rows[i]))
+    out_of = present & ((num < 0) | (num > 1))
+    if out_of.any():
+        i = int(np.flatnonzero(out_of.to_numpy())[0])
+        raise DataError(f"{what}success {_val(s.iloc[i])!r} is not in [0, 1]", file=file, row=int(rows[i]))
+    return num.where(present)
+
+
+def load_long(df: pd.DataFrame, rows: np.ndarray, *, file: str, name: str) -> OutcomeTable:
+    ignored = [c for c in df.columns if c not in CANONICAL_COLUMNS]
+    if "success" in df.columns:
+        _check_success(df["success"].reset_index(drop=True), rows, file, "")
+    out = _validate(df.drop(columns=ignored), rows, file)
+    extras: dict[str, Any] = {"format": "long"}
+    if ignored:
+        extras["ignored_columns"] = ignored
+    return OutcomeTable(out, name=name, extras=extras)
+
+
+def load_wide(df: pd.DataFrame, rows: np.ndarray, *, file: str, name: str) -> OutcomeTable:
+    missing = [c for c in WIDE_ID_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"missing required column(s) {missing} for the wide format; have {list(df.columns)}",
+                        file=file)
+    cols = [str(c) for c in df.columns]
+    meta = [c for c in PROMPT_META_COLUMNS if c in cols]
+    models = [c for c in cols if "|" not in c and c not in (*WIDE_ID_COLUMNS, *meta)]
+    if not models:
+        raise DataError("no model success columns in the wide format", file=file)
+    traces: dict[str, dict[str, str]] = {m: {} for m in models}
+    ignored = []
+    for c in cols:
+        if "|" not in c:
+            continue
+        m, kind = c.rsplit("|", 1)
+        if m in traces and kind in TRACE_SUFFIXES and TRACE_SUFFIXES[kind] not in traces[m]:
+            traces[m][TRACE_SUFFIXES[kind]] = c
+        else:
+            ignored.append(c)
+    df = df.reset_index(drop=True)
+    # Check every success cell here, so the error names the model column as well as the row.
+    succ = {m: _check_success(df[m], rows, file, f"model column {m!r}: ") for m in models}
+    P = len(df)
+    frames, row_of = [], []
+    for m in models:
+        has = succ[m].notna().to_numpy()
+        part = pd.DataFrame({"prompt_id": df["prompt_id"], "prompt": df["prompt"], "model": m, "success": succ[m]})
+        for col in meta:
+            part[col] = df[col]
+        for canon, c in traces[m].items():
+            part[canon] = df[c]
+        frames.append(part[has])
+        row_of.append(rows[:P][has])
+    long = pd.concat(frames, ignore_index=True)
+    long_rows = np.concatenate(row_of) if row_of else np.zeros(0, dtype=int)
+    # Sort by file row so the first bad row reported is the first in the file.
+    order = np.argsort(long_rows, kind="stable")
+    long, long_rows = long.iloc[order].reset_index(drop=True), long_rows[order]
+    out = _validate(long, long_rows, file)
+    n_missing = int(sum((~succ[m].notna()).sum() for m in models))
+    extras: dict[str, Any] = {"format": "wide", "models": models}
+    if ignored:
+        extras["ignored_columns"] = ignored
+    skipped = {"empty prompt x model success cells": n_missing} if n_missing else {}
+    return OutcomeTable(out, name=name, skipped=skipped, extras=extras)
+
+
+def load_generic(path: str | Path, *, format: str | None = None, name: str | None = None,
+                 models: list[str] | None = None) -> OutcomeTable:
+    """Load a generic long or wide outcome file (see the module docstring); ``models`` keeps only those."""
+    p = str(path)
+    if format not in (None, "long", "wide"):
+        raise ValueError(f"format must be 'long', 'wide' or None (detect), got {format!r}")
+    df, rows = read_records(p)
+    if df.empty:
+        raise DataError("no records", file=p)
+    fmt = format or detect_format([str(c) for c in df.columns])
+    nm = name or Path(p).stem
+    table = load_long(df, rows, file=p, name=nm) if fmt == "long" else load_wide(df, rows, file=p, name=nm)
+    if models is not None:
+        table = table.select_models(models)
+    return table

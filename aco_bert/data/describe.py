@@ -1,0 +1,144 @@
+"""What a routing dataset offers before any router is trained: ``python -m aco_bert.data.describe --dataset NAME``.
+
+For each model: outcomes, success rate and mean cost, tiers ordered by mean cost (or by a router spec). Then the
+headroom analysis: for every prompt, the cheapest tier that succeeds on it, so "k = 1: 60 %" means 60 % of prompts
+need nothing more than the cheapest tier, and "none" is the share no tier solves. A router can at best reach the
+oracle (1 - none) at the cost of always picking that cheapest succeeding tier; always-frontier is the usual
+baseline. Skipped rows and unknown costs are reported, since a silent gap would bias every number here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from aco_bert.data.schema import OutcomeMatrix, OutcomeTable
+
+
+@dataclass
+class TierShares:
+    """Cheapest-succeeding-tier analysis over ``models`` (tier order)."""
+
+    models: list[str]
+    n_prompts: int
+    first_success: np.ndarray  # (P,) 0-based tier of the cheapest success, -1 when no tier succeeds
+    threshold: float
+
+    @property
+    def shares(self) -> np.ndarray:
+        """(T,) share of prompts whose cheapest succeeding tier is k (0-based)."""
+        return np.bincount(self.first_success[self.first_success >= 0], minlength=len(self.models)) / self.n_prompts
+
+    @property
+    def none_share(self) -> float:
+        return float(np.mean(self.first_success < 0))
+
+    @property
+    def oracle_success(self) -> float:
+        return 1.0 - self.none_share
+
+
+def tier_order(matrix: OutcomeMatrix) -> list[str]:
+    """Models by mean cost per prompt, cheapest first; equal cost: higher success first; no known cost: last."""
+    mean = np.array([np.nanmean(c) if np.isfinite(c).any() else np.inf for c in matrix.cost.T])
+    succ = np.array([np.nanmean(s) if np.isfinite(s).any() else -np.inf for s in matrix.success.T])
+    order = np.lexsort((np.arange(len(mean)), -succ, np.round(mean, 12)))
+    return [matrix.models[i] for i in order]
+
+
+def tier_shares(matrix: OutcomeMatrix, models: Sequence[str], threshold: float = 0.5) -> TierShares:
+    """For each prompt, the first tier in ``models`` whose success is >= ``threshold`` (graded scores) .
+
+    A missing outcome (NaN) never counts as a success.
+    """
+    idx = [matrix.models.index(m) for m in models]
+    s = matrix.success[:, idx]
+    ok = np.nan_to_num(s, nan=-1.0) >= threshold
+    first = np.where(ok.any(axis=1), ok.argmax(axis=1), -1)
+    return TierShares(list(models), matrix.n_prompts, first, threshold)
+
+
+def _fmt_usd(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"${x:.6f}" if x < 0.01 else f"${x:.4f}"
+
+
+def describe(table: OutcomeTable, models: Sequence[str] | None = None, threshold: float = 0.5) -> str:
+    """A plain-text report of ``table``; ``models`` fixes the tiers and their order (default: all, by mean cost)."""
+    m = table.matrix()
+    tiers = list(models) if models is not None else tier_order(m)
+    unknown = [t for t in tiers if t not in m.models]
+    if unknown:
+        raise ValueError(f"models not in {table.name!r}: {unknown}")
+    n_out = int(np.isfinite(m.success).sum())
+    lines = [f"{table.name}: {m.n_prompts} prompts x {len(m.models)} models ({n_out} outcomes, "
+             f"{m.n_prompts * len(m.models) - n_out} prompt x model cells missing)"]
+    lines.append(table.report_skipped())
+    cu = table.extras.get("cost_unknown") or {}
+    if cu:
+        why = table.extras.get("cost_unknown_reason", {})
+        lines.append(f"cost unknown (kept, cost NaN) for {sum(cu.values())} outcomes of {len(cu)} models:")
+        for k in sorted(cu):
+            lines.append(f"  {k}: {cu[k]}" + (f" ({why[k]})" if k in why else ""))
+    est = table.extras.get("cost_estimate")
+    if est:
+        lines.append(f"cost is ESTIMATED: input tokens = len(text)/{est['chars_per_token']:g}, output tokens = "
+                     f"{est['assumed_output_tokens']:g} per prompt")
+    for key in ("merged_rows", "disambiguated_sample_ids", "duplicate_prompt_texts", "cross_split_merges",
+                "category_unmatched", "category_ambiguous", "test_train_repeats_with_different_scores"):
+        if table.extras.get(key):
+            lines.append(f"{key.replace('_', ' ')}: {table.extras[key]}")
+    if "category" in m.meta and m.meta["category"].notna().any():
+        lines.append(f"categories: {int(m.meta['category'].nunique())}")
+
+    sh = tier_shares(m, tiers, threshold)
+    cols = [m.models.index(t) for t in tiers]
+    lines.append("")
+    lines.append(f"{'tier':>4}  {'model':<44} {'outcomes':>8} {'success':>8} {'mean cost':>11} {'cheapest ok':>11}"
+                 f" {'cum.':>7}")
+    cum = 0.0
+    for k, (t, j) in enumerate(zip(tiers, cols)):
+        s = m.success[:, j]
+        c = m.cost[:, j]
+        mc = float(np.nanmean(c)) if np.isfinite(c).any() else float("nan")
+        cum += sh.shares[k]
+        lines.append(f"{k + 1:>4}  {t[:44]:<44} {int(np.isfinite(s).sum()):>8} {np.nanmean(s):>8.1%} "
+                     f"{_fmt_usd(mc):>11} {sh.shares[k]:>11.1%} {cum:>7.1%}")
+    lines.append(f"{'':>4}  {'none (no tier succeeds)':<44} {'':>8} {'':>8} {'':>11} {sh.none_share:>11.1%}")
+    lines.append("")
+    lines.append(f"oracle success (some tier succeeds, score >= {threshold:g}): {sh.oracle_success:.1%}; "
+                 f"cheapest tier alone solves {sh.shares[0]:.1%} of prompts "
+                 f"({sh.shares[0] / max(sh.oracle_success, 1e-12):.1%} of the solvable ones)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from aco_bert.data.registry import DATASETS, default_spec_name, load_outcomes
+    from aco_bert.spec import RouterSpec
+
+    ap = argparse.ArgumentParser(prog="aco-bert data describe", description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", required=True, help=f"one of {sorted(DATASETS)} or a path to a generic file")
+    ap.add_argument("--data-dir", default=None, help="folder holding the shared data (default $ACO_BERT_DATA_DIR)")
+    ap.add_argument("--spec", default=None,
+                    help="router spec name/path fixing tiers and their order; 'default' = the dataset's shipped spec")
+    ap.add_argument("--split", default=None, help="train / test / all, for datasets with a published split")
+    ap.add_argument("--threshold", type=float, default=0.5, help="graded scores >= this count as success")
+    a = ap.parse_args(argv)
+    kw: dict[str, Any] = {}
+    if a.split:
+        kw["split"] = a.split
+    table = load_outcomes(a.dataset, data_dir=a.data_dir, **kw)
+    models = None
+    if a.spec:
+        spec = RouterSpec.load(default_spec_name(a.dataset) if a.spec == "default" else a.spec)
+        models = spec.models
+        print(f"spec {spec.name}: {spec.n_tiers} tiers, frontier {spec.frontier or '(best success)'}")
+    print(describe(table, models, a.threshold))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

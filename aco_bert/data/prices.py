@@ -1,0 +1,211 @@
+"""Model price tables: USD per input / output token, with an explicit, reportable name lookup.
+
+Cost is half of every routing decision, so a price must never be guessed silently. :class:`PriceTable` resolves a
+model name in a fixed, documented order and records which key it used (``table.resolved``), so a report can show
+exactly where each price came from:
+
+1. the alias map (``aliases``: name -> key, case-sensitive), e.g. a benchmark's config name -> a LiteLLM key;
+2. the exact key;
+3. the key compared case-insensitively;
+4. provider-prefixed keys whose last ``/``-component equals the name (``openai/gpt-4o`` for ``gpt-4o``): used only
+   when every such candidate carries the same price; different prices raise :class:`AmbiguousPrice` listing them.
+
+Anything else raises :class:`PriceNotFound` with close matches as *suggestions* (never used automatically).
+Entries listed without a per-token price (LiteLLM lists some models with ``null`` prices) count as absent.
+
+Two sources are supported: LiteLLM's ``model_prices_and_context_window`` JSON (USD per token, keys sometimes
+provider-prefixed) and per-dataset tables in USD per 1M tokens (LLMRouter's ``default_llm.json``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from aco_bert.data.schema import DataError
+
+# The shared copy is the backup table shipped in the PyPI wheel litellm 1.110.2; online, the same file from the tag.
+LITELLM_VERSION = "1.110.2"
+LITELLM_URL = (
+    "https://raw.githubusercontent.com/BerriAI/litellm/"
+    f"v{LITELLM_VERSION}/litellm/model_prices_and_context_window_backup.json"
+)
+LITELLM_RELPATH = "prices/litellm_model_prices.json"  # under the data dir
+
+
+class PriceNotFound(KeyError):
+    """No price for a model name (the message lists close keys as suggestions, never used automatically)."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; show the sentence as written
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousPrice(PriceNotFound):
+    """Several provider-prefixed keys match a bare name with *different* prices: add an alias to choose."""
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per token, plus the table key it came from."""
+
+    input: float
+    output: float
+    key: str
+
+    @property
+    def input_per_1m(self) -> float:
+        return self.input * 1e6
+
+    @property
+    def output_per_1m(self) -> float:
+        return self.output * 1e6
+
+    def cost(self, input_tokens: Any, output_tokens: Any) -> Any:
+        """USD for the given token counts (scalars or arrays; NaN tokens give NaN)."""
+        return np.asarray(input_tokens, dtype=float) * self.input + np.asarray(output_tokens, dtype=float) * self.output
+
+
+@dataclass
+class PriceTable:
+    """Prices in USD per token keyed by model name, with an alias map; see the module docstring for lookup."""
+
+    prices: dict[str, tuple[float, float]]
+    aliases: dict[str, str] = field(default_factory=dict)
+    name: str = "prices"
+    resolved: dict[str, str] = field(default_factory=dict)  # every successful lookup: name -> key used
+
+    def __post_init__(self) -> None:
+        self._lower: dict[str, list[str]] = {}
+        self._suffix: dict[str, list[str]] = {}
+        for k in self.prices:
+            self._lower.setdefault(k.lower(), []).append(k)
+            self._suffix.setdefault(k.rsplit("/", 1)[-1].lower(), []).append(k)
+
+    def __len__(self) -> int:
+        return len(self.prices)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    # -- lookup ---------------------------------------------------------------------------------------------------
+    def resolve(self, name: str) -> str:
+        """The key used for ``name`` (see module docstring); raises :class:`PriceNotFound` / :class:`AmbiguousPrice`."""
+        key = self._resolve(name)
+        self.resolved[name] = key
+        return key
+
+    def _resolve(self, name: str) -> str:
+        if name in self.aliases:
+            target = self.aliases[name]
+            if target not in self.prices:
+                raise PriceNotFound(f"{self.name}: alias {name!r} -> {target!r}, but {target!r} has no price "
+                                    "in the table")
+            return target
+        if name in self.prices:
+            return name
+        same = self._lower.get(name.lower(), [])
+        if len(same) == 1:
+            return same[0]
+        cands = same or self._suffix.get(name.lower(), [])
+        if cands:
+            distinct = {self.prices[k] for k in cands}
+            if len(distinct) == 1:
+                return sorted(cands)[0]
+            listing = ", ".join(f"{k} ({self.prices[k][0] * 1e6:g}/{self.prices[k][1] * 1e6:g} per 1M)"
+                                for k in sorted(cands))
+            raise AmbiguousPrice(f"{self.name}: {name!r} matches keys with different prices: {listing}; add an alias")
+        # Suggestions compare the name with whole keys and with their last "/"-component.
+        close = difflib.get_close_matches(name, list(self.prices), n=5, cutoff=0.6)
+        for suf in difflib.get_close_matches(name.lower(), list(self._suffix), n=5, cutoff=0.6):
+            close += [k for k in self._suffix[suf] if k not in close]
+        close = close[:8]
+        hint = f"; close keys (not used): {close}" if close else ""
+        raise PriceNotFound(f"{self.name}: no price for {name!r}{hint}")
+
+    def lookup(self, name: str) -> Price:
+        key = self.resolve(name)
+        pin, pout = self.prices[key]
+        return Price(pin, pout, key)
+
+    def get(self, name: str, default: Price | None = None) -> Price | None:
+        """Like :meth:`lookup` but returns ``default`` when there is no (unambiguous) price."""
+        try:
+            return self.lookup(name)
+        except PriceNotFound:
+            return default
+
+    def cost(self, name: str, input_tokens: Any, output_tokens: Any) -> Any:
+        return self.lookup(name).cost(input_tokens, output_tokens)
+
+    def with_aliases(self, aliases: Mapping[str, str]) -> "PriceTable":
+        """A copy with more aliases (later ones win); the price data is shared, the lookup log is not."""
+        return PriceTable(self.prices, {**self.aliases, **dict(aliases)}, self.name)
+
+    # -- loaders --------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_litellm(cls, source: str | Path | Mapping[str, Any] | None = None, *,
+                     aliases: Mapping[str, str] | None = None, data_dir: str | Path | None = None) -> "PriceTable":
+        """LiteLLM's price JSON: a path, a URL, an already-parsed mapping, or None for the data dir / pinned URL."""
+        if source is None:
+            from aco_bert.data.registry import resolve_data_dir
+
+            d = resolve_data_dir(data_dir)
+            source = d / LITELLM_RELPATH if d is not None and (d / LITELLM_RELPATH).exists() else LITELLM_URL
+        where = "<mapping>" if isinstance(source, Mapping) else str(source)
+        raw = source if isinstance(source, Mapping) else _read_json(str(source))
+        if not isinstance(raw, Mapping):
+            raise DataError("expected a JSON object of model -> price fields", file=where)
+        prices: dict[str, tuple[float, float]] = {}
+        for k, v in raw.items():
+            if k == "sample_spec" or not isinstance(v, Mapping):
+                continue
+            pin, pout = v.get("input_cost_per_token"), v.get("output_cost_per_token")
+            if _is_num(pin) and _is_num(pout):
+                prices[str(k)] = (float(pin), float(pout))
+        return cls(prices, dict(aliases or {}), name=f"litellm:{Path(where).name}")
+
+    @classmethod
+    def from_per_million(cls, source: str | Path | Mapping[str, Any], *, input_field: str = "input_price",
+                         output_field: str = "output_price", aliases: Mapping[str, str] | None = None,
+                         name: str | None = None) -> "PriceTable":
+        """A per-dataset table in USD per 1M tokens: ``{model: {input_price, output_price, ...}}`` (path or mapping).
+
+        This is the format of LLMRouter's ``default_llm.json``. A model without numeric prices is a :class:`DataError`
+        (a per-dataset table is small and curated, so a gap there is a mistake, not a fact about the market).
+        """
+        where = "<mapping>" if isinstance(source, Mapping) else str(source)
+        raw = source if isinstance(source, Mapping) else _read_json(str(source))
+        if not isinstance(raw, Mapping):
+            raise DataError("expected a JSON object of model -> {input_price, output_price}", file=where)
+        prices: dict[str, tuple[float, float]] = {}
+        for k, v in raw.items():
+            if not isinstance(v, Mapping):
+                raise DataError(f"entry {k!r} is not an object", file=where, row=str(k))
+            pin, pout = v.get(input_field), v.get(output_field)
+            if not (_is_num(pin) and _is_num(pout)) or float(pin) < 0 or float(pout) < 0:
+                raise DataError(f"entry {k!r}: {input_field}/{output_field} must be non-negative numbers, got "
+                                f"{pin!r}/{pout!r}", file=where, row=str(k))
+            prices[str(k)] = (float(pin) / 1e6, float(pout) / 1e6)
+        return cls(prices, dict(aliases or {}), name=name or f"per-1M:{Path(where).name}")
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def _read_json(path_or_url: str) -> Any:
+    if path_or_url.startswith(("http://", "https://")):
+        import urllib.request
+
+        with urllib.request.urlopen(path_or_url, timeout=60) as r:  # noqa: S310 - pinned public URL
+            return json.loads(r.read().decode("utf-8"))
+    with open(path_or_url, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON: {e}", file=path_or_url) from e
