@@ -130,7 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     kw: dict[str, Any] = {}
     if a.split:
         kw["split"] = a.split
-    table = load_outcomes(a.dataset, data_dir=a.data_dir, **kw)
+    try:
+        table = load_outcomes(a.dataset, data_dir=a.data_dir, **kw)
+    except TypeError as e:  # e.g. --split for a dataset without a published split
+        ap.error(f"{a.dataset}: {e}")
     models = None
     if a.spec:
         spec = RouterSpec.load(default_spec_name(a.dataset) if a.spec == "default" else a.spec)
