@@ -1,0 +1,248 @@
+"""The multi-head neural router: a text encoder, pooling, and one success logit per tier.
+
+One shared encoder feeds T success heads (a single ``Linear(H, T)``), optional per-tier log-cost regression heads
+and optional auxiliary classification heads (e.g. SWE-bench ``difficulty``: a *training-time* target that shapes the
+representation, never an input at routing time). Saved as safetensors + JSON only: ``model.safetensors``,
+``router_config.json``, the encoder's ``config.json`` and the tokenizer files, so a saved router loads with no
+network and no pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.utils import ModelOutput
+
+from aco_bert.config import from_dict
+from aco_bert.tokenization import TOKENIZER_FILES, TRUNCATION_STRATEGIES, resolve_local_path
+
+ROUTER_CONFIG_NAME = "router_config.json"
+WEIGHTS_NAME = "model.safetensors"
+POOLINGS = ("mean", "cls")
+
+
+@dataclass
+class RouterModelConfig:
+    """Everything needed to rebuild a router (JSON-serialisable). Tier order = ``models``, cheapest first."""
+
+    models: list[str]
+    encoder: str = "minilm"  # "minilm", a Hub name (distilbert-base-uncased) or a local folder
+    encoder_config: dict[str, Any] | None = None  # build a randomly initialised encoder, e.g. {"model_type": "distilbert", "dim": 32}
+    tokenizer: str | None = None  # tokenizer source when it differs from the encoder (random encoders)
+    pooling: str = "mean"
+    dropout: float = 0.1
+    cost_heads: bool = False  # per-tier regression of log1p(cost USD)
+    aux_heads: dict[str, int] = field(default_factory=dict)  # name -> number of classes
+    aux_labels: dict[str, list[str]] = field(default_factory=dict)  # name -> class names (index order)
+    max_length: int = 256
+    truncation: str = "head_tail"
+    tail_tokens: int | None = None  # head_tail: tokens kept from the end (default max_length // 4)
+    attn_implementation: str | None = None  # "eager" for ONNX export; None = transformers' default (sdpa)
+    spec: str | None = None
+    dataset: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("RouterModelConfig: no tier models")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"RouterModelConfig: pooling {self.pooling!r} not in {POOLINGS}")
+        if self.truncation not in TRUNCATION_STRATEGIES:
+            raise ValueError(f"RouterModelConfig: truncation {self.truncation!r} not in {TRUNCATION_STRATEGIES}")
+        for name, n in self.aux_heads.items():
+            if int(n) < 2:
+                raise ValueError(f"RouterModelConfig: aux head {name!r} needs >= 2 classes, got {n}")
+
+    @property
+    def n_tiers(self) -> int:
+        return len(self.models)
+
+    @property
+    def tokenizer_source(self) -> str:
+        return self.tokenizer or self.encoder
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RouterModelConfig":
+        with open(path) as f:
+            return from_dict(cls, json.load(f), where=str(path))
+
+
+@dataclass
+class RouterOutput(ModelOutput):
+    """``logits`` (B, T) success logits; ``pooled`` (B, H); ``cost`` (B, T) predicted log1p(USD) or None;
+    ``aux`` {name: (B, n_classes)} or None."""
+
+    logits: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+    cost: torch.Tensor | None = None
+    aux: dict[str, torch.Tensor] | None = None
+
+
+def build_encoder(config: RouterModelConfig, attn_implementation: str | None = None) -> nn.Module:
+    """The ``AutoModel`` encoder: random weights from ``encoder_config``, else pretrained weights from
+    ``encoder`` (the packaged MiniLM, a local folder, or a Hub name)."""
+    from transformers import AutoConfig, AutoModel
+
+    attn = attn_implementation or config.attn_implementation
+    kw = {"attn_implementation": attn} if attn else {}
+    if config.encoder_config is not None:
+        ec = dict(config.encoder_config)
+        model_type = ec.pop("model_type", None)
+        if model_type is None:
+            raise ValueError("encoder_config needs a 'model_type' (e.g. 'distilbert')")
+        return AutoModel.from_config(AutoConfig.for_model(model_type, **ec), **kw)
+    local = resolve_local_path(config.encoder)
+    return AutoModel.from_pretrained(str(local) if local else config.encoder, **kw)
+
+
+class RouterModel(nn.Module):
+    """Encoder + pooling + dropout + per-tier success heads (+ optional cost and auxiliary heads)."""
+
+    def __init__(self, config: RouterModelConfig, encoder: nn.Module | None = None):
+        super().__init__()
+        self.config = config
+        self.encoder = encoder if encoder is not None else build_encoder(config)
+        h = int(self.encoder.config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.success_head = nn.Linear(h, config.n_tiers)
+        self.cost_head = nn.Linear(h, config.n_tiers) if config.cost_heads else None
+        self.aux_heads = nn.ModuleDict({k: nn.Linear(h, int(n)) for k, n in config.aux_heads.items()})
+        for lin in [self.success_head, self.cost_head, *self.aux_heads.values()]:
+            if lin is not None:
+                nn.init.normal_(lin.weight, std=0.02)
+                nn.init.zeros_(lin.bias)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.encoder.config.hidden_size)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.startswith("encoder.")]
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled sentence embedding (B, H): masked mean of the last hidden states, or the first ([CLS]) token."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+    def heads(self, pooled: torch.Tensor) -> RouterOutput:
+        x = self.dropout(pooled)
+        return RouterOutput(
+            logits=self.success_head(x),
+            pooled=pooled,
+            cost=self.cost_head(x) if self.cost_head is not None else None,
+            aux={k: head(x) for k, head in self.aux_heads.items()} or None,
+        )
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                pooled: torch.Tensor | None = None) -> RouterOutput:
+        """Either token ids (full model) or precomputed ``pooled`` embeddings (frozen-encoder training)."""
+        if pooled is None:
+            if input_ids is None:
+                raise ValueError("RouterModel.forward needs input_ids (+ attention_mask) or pooled")
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            pooled = self.encode(input_ids, attention_mask)
+        return self.heads(pooled)
+
+    def export_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Plain-tensor forward for ONNX export: (success logits (B, T), pooled (B, H)); dropout off in eval()."""
+        pooled = self.encode(input_ids, attention_mask)
+        return self.success_head(self.dropout(pooled)), pooled
+
+    def set_attn_implementation(self, attn_implementation: str) -> None:
+        """Switch the encoder's attention kernel (e.g. "eager" before ONNX export)."""
+        self.encoder.set_attn_implementation(attn_implementation)
+        self.config.attn_implementation = attn_implementation
+
+    def freeze_encoder(self, n_layers: int | None = None) -> None:
+        """Freeze the whole encoder (``n_layers=None``) or its embeddings plus the first ``n_layers`` blocks."""
+        if n_layers is None:
+            for p in self.encoder.parameters():
+                p.requires_grad_(False)
+            return
+        if n_layers <= 0:
+            return
+        n_total = int(getattr(self.encoder.config, "num_hidden_layers", 0))
+        blocks = next((m for m in self.encoder.modules() if isinstance(m, nn.ModuleList) and len(m) == n_total), None)
+        emb = getattr(self.encoder, "embeddings", None)
+        if blocks is None or emb is None:
+            raise ValueError(f"cannot find the embeddings/layer list of {type(self.encoder).__name__} to freeze")
+        for mod in [emb, *list(blocks)[:n_layers]]:
+            for p in mod.parameters():
+                p.requires_grad_(False)
+
+    # ---- persistence (safetensors + JSON) -------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | Path, tokenizer_source: str | Path | None = None) -> Path:
+        """Write model.safetensors, router_config.json, the encoder's config.json and the tokenizer files."""
+        from safetensors.torch import save_model
+
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        save_model(self, str(out / WEIGHTS_NAME), metadata={"format": "pt", "aco_bert": "router"})
+        self.config.save(out / ROUTER_CONFIG_NAME)
+        self.encoder.config.save_pretrained(str(out))
+        save_tokenizer_files(tokenizer_source or self.config.tokenizer_source, out)
+        return out
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, attn_implementation: str | None = None,
+                        map_location: str | torch.device = "cpu") -> "RouterModel":
+        """Rebuild from a :meth:`save_pretrained` folder (no network: the encoder is built from its config.json)."""
+        from safetensors.torch import load_model
+        from transformers import AutoConfig, AutoModel
+
+        d = Path(directory)
+        if not (d / ROUTER_CONFIG_NAME).exists():
+            raise FileNotFoundError(f"{d} is not a saved router: no {ROUTER_CONFIG_NAME}")
+        config = RouterModelConfig.load(d / ROUTER_CONFIG_NAME)
+        if attn_implementation:
+            config.attn_implementation = attn_implementation
+        kw = {"attn_implementation": config.attn_implementation} if config.attn_implementation else {}
+        encoder = AutoModel.from_config(AutoConfig.from_pretrained(str(d)), **kw)
+        model = cls(config, encoder)
+        load_model(model, str(d / WEIGHTS_NAME), strict=True, device=str(map_location))
+        return model.eval()
+
+
+class OnnxWrapper(nn.Module):
+    """``forward(input_ids, attention_mask) -> (logits, pooled)``: the graph the ONNX export traces."""
+
+    def __init__(self, model: RouterModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.export_forward(input_ids, attention_mask)
+
+
+def save_tokenizer_files(source: str | Path, out: str | Path) -> None:
+    """Copy a tokenizer's files (tokenizer.json first of all) next to the weights so the runtime needs no Hub."""
+    out = Path(out)
+    local = resolve_local_path(source)
+    if local is not None and local.is_dir():
+        if not (local / "tokenizer.json").exists():
+            raise FileNotFoundError(f"tokenizer source {local} has no tokenizer.json")
+        for name in TOKENIZER_FILES:
+            if (local / name).exists() and (local / name).resolve() != (out / name).resolve():
+                shutil.copyfile(local / name, out / name)
+        return
+    from transformers import AutoTokenizer  # Hub name: fetch (or read from the HF cache) and write tokenizer.json
+
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(out))
+    if not (out / "tokenizer.json").exists():
+        raise FileNotFoundError(f"tokenizer {source!r} has no fast (tokenizer.json) version")

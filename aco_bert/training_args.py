@@ -1,0 +1,106 @@
+"""``TrainConfig``: every knob of router training, loaded from YAML with ``--key value`` overrides.
+
+``python -m aco_bert.train --config configs/minilm-cpu.yaml --max_steps 10`` is ``load_config(TrainConfig, yaml,
+{"max_steps": 10})``: a YAML key, a dataclass field and a command-line flag are the same name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    # --- run / data --------------------------------------------------------------------------------------------
+    run_name: str = "router"
+    output_dir: str | None = None  # default: checkpoints/<run_name>
+    dataset: str = "swebench-verified"  # registry name or path (aco_bert.data.load_outcomes)
+    data_dir: str | None = None  # default: $ACO_BERT_DATA_DIR
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # extra kwargs for load_outcomes
+    spec: str | None = None  # RouterSpec name/path: tier models and order; None = every model, cheapest first
+    max_prompts: int | None = None  # a seeded random slice of the prompts (tests, quick looks)
+    holdout: str | None = None  # "column=value": prompts whose matrix.meta[column] == value form the test set
+    # --- model -------------------------------------------------------------------------------------------------
+    encoder: str = "minilm"
+    encoder_config: dict[str, Any] | None = None  # random-init encoder, e.g. {model_type: distilbert, dim: 32, ...}
+    tokenizer: str | None = None  # defaults to the encoder's own
+    pooling: str = "mean"
+    dropout: float = 0.1
+    cost_heads: bool = False
+    aux_targets: list[str] = field(default_factory=list)  # matrix.meta columns used as auxiliary CE targets
+    attn_implementation: str | None = None
+    max_length: int = 256
+    truncation: str = "head_tail"
+    tail_tokens: int | None = None  # default max_length // 4
+    freeze_encoder: bool = False  # embed once (cached), train the heads only
+    freeze_layers: int = 0  # fine-tune, but freeze the embeddings + this many lower layers
+    embedding_cache_dir: str | None = None  # default: checkpoints/.cache/embeddings
+    # --- optimisation ------------------------------------------------------------------------------------------
+    batch_size: int = 16  # per device
+    eval_batch_size: int = 64
+    learning_rate: float = 5e-5  # encoder
+    head_learning_rate: float | None = None  # default: learning_rate
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    num_epochs: int = 3
+    max_steps: int | None = None  # optimizer steps; overrides num_epochs
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
+    cpu: bool = False  # force CPU even where a GPU is visible
+    seed: int = 0
+    length_grouping: bool = True  # batch prompts of similar length together (less padding)
+    pad_to_multiple_of: int | None = None  # 8 helps tensor cores on GPU
+    num_workers: int = 0
+    num_threads: int | None = None  # torch.set_num_threads; 1 is far faster on an oversubscribed shared CPU
+    # --- loss --------------------------------------------------------------------------------------------------
+    success_loss_weight: float = 1.0
+    cost_loss_weight: float = 0.1
+    aux_loss_weight: float = 0.1
+    pos_weight: str | float | None = None  # None | "balanced" (neg/pos per tier on the training fold) | a number
+    label_smoothing: float = 0.0
+    # --- validation / model selection ---------------------------------------------------------------------------
+    val_fraction: float = 0.1  # carved (by prompt, seeded) from the training prompts, never from a test fold
+    eval_every_epoch: bool = True
+    metric_for_best: str = "mean_auc"  # mean_auc (higher is better) | loss (lower is better)
+    early_stopping_patience: int | None = None  # epochs without improvement before stopping
+    # --- k-fold out-of-fold predictions ------------------------------------------------------------------------
+    kfold: int = 0  # >= 2: out-of-fold logits + embeddings for every prompt (oof.safetensors)
+    fold_seed: int | None = None  # default: seed
+    final_fit: bool = False  # kfold: also train on all prompts -> <output_dir>/final
+    save_fold_models: bool = False
+    # --- checkpoints / logging ---------------------------------------------------------------------------------
+    save_steps: int = 0  # resumable state every N optimizer steps (0: at the end of every epoch)
+    save_total_limit: int = 1  # resumable states kept
+    resume: bool = False  # continue from the latest state under output_dir
+    stop_after_steps: int | None = None  # end the process after N steps without finishing (simulates a kill)
+    logging_steps: int = 10
+    with_tracking: bool = False
+    report_to: str = "tensorboard"  # accelerate tracker name(s), comma separated; skipped when not installed
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision is False or self.mixed_precision is None:  # YAML reads a bare `no` as false
+            self.mixed_precision = "no"
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision {self.mixed_precision!r} not in {MIXED_PRECISION}")
+        if self.metric_for_best not in ("mean_auc", "loss"):
+            raise ValueError(f"metric_for_best {self.metric_for_best!r} not in ('mean_auc', 'loss')")
+        if self.kfold == 1 or self.kfold < 0:
+            raise ValueError(f"kfold {self.kfold}: use 0 (single run) or >= 2 folds")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction {self.val_fraction} not in [0, 1)")
+        if self.gradient_accumulation_steps < 1 or self.batch_size < 1:
+            raise ValueError("batch_size and gradient_accumulation_steps must be >= 1")
+        if isinstance(self.pos_weight, str) and self.pos_weight != "balanced":
+            self.pos_weight = float(self.pos_weight)
+        if self.kfold and self.holdout:
+            raise ValueError("kfold and holdout are exclusive: k-fold uses every prompt as test exactly once")
+
+    @property
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("checkpoints") / self.run_name
