@@ -25,3 +25,79 @@ def swebench(data_dir):
     from aco_bert.data import load_outcomes
 
     return load_outcomes("swebench-verified", data_dir=data_dir)
+
+
+# --- the real tiny router bundle (aco_bert.testing.build_test_bundle): train -> stack -> export, ~30 s ---------
+
+_BUNDLE_SOURCES = ("aco_bert/bundle.py", "aco_bert/export.py", "aco_bert/runtime.py", "aco_bert/testing.py",
+                   "aco_bert/modeling.py", "aco_bert/train.py", "aco_bert/training_args.py", "aco_bert/stacking.py",
+                   "aco_bert/calibration.py", "aco_bert/cost_model.py", "aco_bert/cascade.py", "aco_bert/features.py",
+                   "aco_bert/tokenization.py", "aco_bert/routing.py", "configs/tiny-test.yaml")
+
+
+def _bundle_source_key() -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for rel in _BUNDLE_SOURCES:
+        p = REPO / rel
+        h.update(rel.encode() + b"\0" + (p.read_bytes() if p.exists() else b"") + b"\0")
+    return h.hexdigest()
+
+
+def _cached_tiny_bundle(data_dir: Path, root: Path, mode: str) -> Path:
+    """Build (or reuse, when the code that makes it is unchanged and it still verifies) a tiny bundle under root."""
+    import fcntl
+
+    with open(root / ".lock", "w") as lock:  # one builder at a time when sessions share a cache dir
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_or_reuse(data_dir, root, mode)
+
+
+def _build_or_reuse(data_dir: Path, root: Path, mode: str) -> Path:
+    from aco_bert.bundle import verify_bundle
+    from aco_bert.decision import BundleError
+    from aco_bert.testing import build_test_bundle
+
+    out, key_file = root / f"bundle-{mode}", root / f"bundle-{mode}.key"
+    key = _bundle_source_key()
+    if out.exists() and key_file.exists() and key_file.read_text() == key:
+        try:
+            verify_bundle(out)
+            return out
+        except BundleError:
+            pass
+    work_key = root / "work.key"
+    if not work_key.exists() or work_key.read_text() != key:
+        import shutil
+
+        shutil.rmtree(root / "work", ignore_errors=True)  # a training run made by other code: redo it
+    build_test_bundle(out, data_dir, mode=mode, work_dir=root / "work")
+    work_key.write_text(key)
+    key_file.write_text(key)
+    return out
+
+
+def _tiny_bundle_root(tmp_path_factory) -> Path:
+    cache = os.environ.get("ACO_BERT_TEST_BUNDLE_CACHE")  # reuse across sessions (dev loops); unset in CI
+    if cache:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        return Path(cache)
+    return tmp_path_factory.getbasetemp() / "tiny_bundle"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(data_dir, tmp_path_factory) -> Path:
+    """A real *stacked* router bundle with model.onnx + model.int8.onnx: a 2-layer random DistilBERT trained 3-fold
+    (+ final fit) on 64 SWE-bench Verified prompts, stacker/calibrators/cost model/verifier fitted on its
+    out-of-fold outputs, exported with every parity gate passed. Built once per session (~30 s); set
+    ACO_BERT_TEST_BUNDLE_CACHE=DIR to reuse it across sessions while the code that builds it is unchanged."""
+    root = _tiny_bundle_root(tmp_path_factory)
+    root.mkdir(parents=True, exist_ok=True)
+    return _cached_tiny_bundle(data_dir, root, "stacked")
+
+
+@pytest.fixture(scope="session")
+def tiny_heads_bundle(data_dir, tmp_path_factory, tiny_bundle) -> Path:
+    """The same trained model exported in heads-only mode (calibrated head probabilities, per-tier mean cost)."""
+    return _cached_tiny_bundle(data_dir, tiny_bundle.parent, "heads")

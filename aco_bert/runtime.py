@@ -1,0 +1,503 @@
+"""The torch-free routing runtime: load a bundle, turn prompts into routing decisions on a CPU in milliseconds.
+
+    from aco_bert.runtime import Router
+    router = Router.load("bundles/swebench")          # verifies manifest.json (sha256 of every file)
+    d = router.route("Fix the crash in ...", step_type="edit", budget=0.5)
+    d.tier, d.model, d.probs, d.expected_cost, d.reasons
+
+Pipeline per batch: tokenise (head+tail truncation, :mod:`aco_bert.tokenization`) -> ONNX Runtime encoder+heads
+(``logits``, ``pooled``[, ``cost``]) -> handcrafted features (:mod:`aco_bert.features`) -> stacker
+(:mod:`aco_bert.stacking`, "stacked" mode) or the heads' sigmoid ("heads" mode) -> isotonic calibration ->
+expected cost per tier (:mod:`aco_bert.cost_model`) -> safety floors (:func:`aco_bert.routing.floors_for`) ->
+policy (:mod:`aco_bert.policies`). Which mode a bundle runs is decided by what it contains (``stacker/``).
+
+Why torch-free: a router sits in front of every LLM call, so it must start fast and stay small; the process
+imports onnxruntime, tokenizers, xgboost, numpy and yaml (plus pandas through :mod:`aco_bert.data.schema`) and
+never torch or transformers (a test checks ``sys.modules``). The same :meth:`Router.decide_from_outputs` is fed by
+torch at export time, which is how the exporter proves ORT and torch route the same prompts the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from aco_bert import bundle as B
+from aco_bert.decision import BundleError, Decision, Escalation, RoutingInputError
+from aco_bert.spec import RouterSpec
+
+MODES = ("stacked", "heads")
+POLICIES = ("threshold", "target-success", "utility", "budget")
+THREADS_ENV = "ACO_BERT_ORT_THREADS"
+DEFAULT_MAX_BATCH = 64
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def make_policy(cfg: dict[str, Any]):
+    """A :class:`aco_bert.policies.Policy` from a router.yaml ``routing`` mapping (``policy`` + its knob)."""
+    from aco_bert.policies import Budget, Threshold, Utility
+
+    name = cfg.get("policy", "threshold")
+    if name in ("threshold", "target-success"):
+        if cfg.get("tau") is None:
+            raise BundleError(f"routing policy {name!r} needs a tau")
+        return Threshold(float(cfg["tau"]), name=name)
+    if name == "utility":
+        if cfg.get("lam") is None:
+            raise BundleError("routing policy 'utility' needs lam")
+        return Utility(float(cfg["lam"]))
+    if name == "budget":
+        return Budget(None if cfg.get("budget") is None else float(cfg["budget"]))
+    raise BundleError(f"unknown routing policy {name!r}; expected one of {POLICIES}")
+
+
+@dataclass
+class Encoded:
+    """A tokenised batch: the ONNX feed plus per-prompt token counts (after truncation) and truncation flags."""
+
+    feed: dict[str, np.ndarray]
+    n_tokens: list[int]
+    n_tokens_full: list[int]
+
+    @property
+    def truncated(self) -> list[bool]:
+        return [f > n for n, f in zip(self.n_tokens, self.n_tokens_full)]
+
+
+class DecisionLayer:
+    """Everything after the encoder: stacker or heads -> calibration -> expected cost -> floors -> policy."""
+
+    def __init__(self, bundle_dir: Path, spec: RouterSpec, routing: dict[str, Any]):
+        from aco_bert.calibration import IsotonicCalibrator
+        from aco_bert.cost_model import CostModel
+
+        self.spec, self.routing = spec, dict(routing)
+        self.mode = self.routing.get("mode", "heads")
+        if self.mode not in MODES:
+            raise BundleError(f"{bundle_dir}: routing.mode {self.mode!r} not in {MODES}")
+        try:
+            self.calibrator = IsotonicCalibrator.load(bundle_dir / B.CALIBRATORS)
+            self.cost_model = CostModel.load(bundle_dir / B.COST_MODEL_DIR)
+            self.stacker = None
+            if self.mode == "stacked":
+                from aco_bert.stacking import Stacker
+
+                if not (bundle_dir / B.STACKER_DIR / "manifest.json").exists():
+                    raise BundleError(f"{bundle_dir}: routing.mode is 'stacked' but there is no {B.STACKER_DIR}/")
+                self.stacker = Stacker.load(bundle_dir / B.STACKER_DIR)
+            self.verifier = None
+            if (bundle_dir / B.VERIFIER_DIR / "manifest.json").exists():
+                from aco_bert.cascade import Verifier
+
+                self.verifier = Verifier.load(bundle_dir / B.VERIFIER_DIR)
+        except (OSError, ValueError, KeyError) as e:
+            raise BundleError(f"{bundle_dir}: cannot load the decision layer: {e}") from e
+        t = spec.n_tiers
+        for what, n in (("calibrators", self.calibrator.n_tiers), ("cost model", len(self.cost_model.mean)),
+                        ("stacker", None if self.stacker is None else self.stacker.n_tiers)):
+            if n is not None and n != t:
+                raise BundleError(f"{bundle_dir}: {what} has {n} tiers, the spec has {t}")
+        # Small batches: one thread per booster call. A loaded booster otherwise uses every core through OpenMP,
+        # which on a busy 2-core box costs ~5 ms per call instead of ~0.1 ms.
+        for b in self._boosters():
+            b.set_param({"nthread": 1})
+        self.policy = make_policy(self.routing)
+        self.per_step = {k: make_policy(v) for k, v in (self.routing.get("per_step") or {}).items()}
+        self.cascade = dict(self.routing.get("cascade") or {})
+        self.cost_heads_input = self.routing.get("cost_heads_input", "usd")
+
+    def _boosters(self) -> list:
+        out = [b for b in (self.stacker.boosters if self.stacker is not None else []) if b is not None]
+        out += [b for b in self.cost_model.boosters if b is not None]
+        if self.verifier is not None:
+            out.append(self.verifier.booster)
+        return out
+
+    # --- probabilities and costs ------------------------------------------------------------------------------
+    def raw_scores(self, outputs: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+        """Uncalibrated (P, T) scores: the stacker's output, or the heads' sigmoid.
+
+        Same numbers as :meth:`aco_bert.stacking.Stacker.predict` (a test checks it), computed with the stacker's
+        own design matrix and ``inplace_predict``, which skips building a DMatrix per call (thread-safe too)."""
+        if self.stacker is None:
+            return _sigmoid(outputs["logits"])
+        from aco_bert.stacking import StackInputs, _design
+
+        st, lay = self.stacker, self.stacker.layout
+        inputs = StackInputs(logits=outputs["logits"] if lay.get("logits") else None,
+                             embeddings=outputs["pooled"] if lay.get("pca") else None,
+                             features=features if lay.get("features") else None)
+        x = _design(inputs, st.cfg, st.pca)
+        out = np.empty((inputs.n, st.n_tiers))
+        for t, b in enumerate(st.boosters):
+            out[:, t] = st.base_rate[t] if b is None else b.inplace_predict(x)
+        return out
+
+    def _cost_heads(self, outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+        raw = outputs.get("cost")
+        if raw is None:
+            return None
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.cost_heads_input == "log1p":
+            return raw
+        if self.cost_heads_input == "usd":
+            return np.clip(np.expm1(raw), 0.0, None)
+        raise BundleError(f"routing.cost_heads_input {self.cost_heads_input!r} not in ('usd', 'log1p')")
+
+    def expected_cost(self, outputs: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+        lay = self.cost_model.layout or {}
+        heads = self._cost_heads(outputs) if lay.get("heads") else None
+        if lay.get("heads") and heads is None:
+            raise BundleError("the cost model uses the neural cost heads but the ONNX model has no 'cost' output")
+        cm = self.cost_model
+        out = np.tile(cm.mean, (len(features), 1)).astype(float)
+        if not any(b is not None for b in cm.boosters):
+            return out
+        from aco_bert.cost_model import EPS, _design
+
+        # As CostModel.predict (a test checks it), with inplace_predict instead of a DMatrix per call.
+        x = _design(features if lay.get("features") else None, outputs["pooled"] if lay.get("pca") else None,
+                    heads, cm.pca)
+        want = lay.get("features", 0) + lay.get("pca", 0) + lay.get("heads", 0)
+        if x is None or x.shape[1] != want:
+            raise BundleError(f"cost model expects {want} input columns ({lay}), got {None if x is None else x.shape}")
+        for t, b in enumerate(cm.boosters):
+            if b is not None:
+                out[:, t] = np.maximum(np.exp(b.inplace_predict(x)) * cm.smear[t] - EPS, 0.0)
+        return out
+
+    def probs_costs(self, outputs: dict[str, np.ndarray], features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probs = self.calibrator.transform(self.raw_scores(outputs, features))
+        return np.clip(probs, 0.0, 1.0), self.expected_cost(outputs, features)
+
+    # --- decisions --------------------------------------------------------------------------------------------
+    def context(self, texts: Sequence[str], probs: np.ndarray, costs: np.ndarray, step_types, domains, budgets,
+                min_tiers):
+        from aco_bert.routing import StepContext, floors_for
+
+        fl = floors_for(self.spec, texts, step_types, domains, min_tiers)
+        budget = np.array([np.nan if b is None else float(b) for b in budgets], dtype=float)
+        ctx = StepContext(probs, costs, fl.min_tier, budget, step_types=np.asarray(list(step_types), dtype=object))
+        return ctx, fl
+
+    def choose(self, ctx) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(raw choice, final tier after floors, policy name per row): budget requests use the budget policy,
+        step types with their own policy use it, everything else the bundle's default policy."""
+        from aco_bert.policies import Budget
+
+        p = ctx.shape[0]
+        raw = np.asarray(self.policy.choose(ctx), dtype=int)
+        names = [self.policy.name] * p
+        for st, pol in self.per_step.items():
+            m = np.array([s == st for s in ctx.step_types])
+            if m.any():
+                raw = np.where(m, np.asarray(pol.choose(ctx), dtype=int), raw)
+                for i in np.flatnonzero(m):
+                    names[i] = f"{pol.name} ({st})"
+        has_budget = ~np.isnan(ctx.budget)
+        if has_budget.any():
+            raw = np.where(has_budget, np.asarray(Budget(None).choose(ctx), dtype=int), raw)
+            for i in np.flatnonzero(has_budget):
+                names[i] = "budget"
+        return raw, np.maximum(raw, ctx.min_tier), names
+
+    def _policy_reason(self, name: str, i: int, ctx, raw: int) -> str:
+        probs, cost, allowed = ctx.probs[i], ctx.exp_cost[i], ctx.allowed()[i]
+        if name == "budget":
+            b = float(ctx.budget[i])
+            if (allowed & (cost <= b)).any():
+                return f"budget ${b:.4g}: highest P(success) among tiers with E[cost] <= budget"
+            return f"budget ${b:.4g}: no allowed tier fits; cheapest allowed tier"
+        pol = self.per_step.get(name.split(" (")[-1].rstrip(")"), self.policy) if "(" in name else self.policy
+        if hasattr(pol, "tau"):
+            tau = float(pol.tau)
+            if probs[raw] >= tau and allowed[raw]:
+                return f"threshold {tau:.3f}: P(success)={probs[raw]:.3f} is the cheapest allowed tier >= tau"
+            return f"threshold {tau:.3f}: no allowed tier reaches tau; highest P(success)={probs[raw]:.3f}"
+        if hasattr(pol, "lam"):
+            return f"utility: argmax P(success) - {float(pol.lam):.4g} * E[cost]"
+        return pol.name
+
+    def decisions(self, texts: Sequence[str], outputs: dict[str, np.ndarray], enc: Encoded, step_types, domains,
+                  budgets, min_tiers, max_length: int) -> list[Decision]:
+        from aco_bert.features import featurize
+
+        feats = featurize(texts, [s if _featurizable(s) else None for s in step_types])
+        probs, costs = self.probs_costs(outputs, feats)
+        ctx, fl = self.context(texts, probs, costs, step_types, domains, budgets, min_tiers)
+        raw, final, names = self.choose(ctx)
+        models = self.spec.models
+        out = []
+        truncated = enc.truncated
+        for i in range(len(texts)):
+            t = int(final[i])
+            reasons = list(fl.reasons[i])
+            reasons.append(self._policy_reason(names[i], i, ctx, int(raw[i])))
+            if t > raw[i]:
+                reasons.append(f"floor raised tier {int(raw[i]) + 1} -> {t + 1}")
+            if truncated[i]:
+                reasons.append(f"truncated: {enc.n_tokens_full[i]} tokens > max_length {max_length} (head+tail kept)")
+            out.append(Decision(tier=t + 1, model=models[t], probs=[float(x) for x in probs[i]],
+                                expected_cost=[float(x) for x in costs[i]], reasons=reasons, policy=names[i],
+                                n_tokens=int(enc.n_tokens[i]), truncated=bool(truncated[i]),
+                                min_tier=int(ctx.min_tier[i]) + 1))
+        return out
+
+
+def _featurizable(step_type: str | None) -> bool:
+    from aco_bert.data.schema import STEP_TYPES
+
+    return step_type in STEP_TYPES
+
+
+class Router:
+    """A loaded bundle. Thread-safe for concurrent ``route``/``route_batch``/``escalate`` calls (ONNX Runtime
+    sessions, tokenizers and XGBoost boosters may be shared across threads)."""
+
+    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], config: dict[str, Any], session, tokenizer,
+                 layer: DecisionLayer, int8: bool, max_batch: int = DEFAULT_MAX_BATCH):
+        from aco_bert.tokenization import pad_token_id
+
+        self.bundle_dir, self.manifest, self.config = bundle_dir, manifest, config
+        self.session, self.tokenizer, self.layer, self.int8 = session, tokenizer, layer, int8
+        self.spec: RouterSpec = layer.spec
+        model = config["model"]
+        self.max_length = int(model["max_length"])
+        self.truncation = model.get("truncation", "head_tail")
+        self.tail_tokens = model.get("tail_tokens")
+        self.pad_id = pad_token_id(tokenizer)
+        self.max_batch = int(max_batch)
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.input_names = [i.name for i in session.get_inputs()]
+        missing = {"logits", "pooled"} - set(self.output_names)
+        if missing or set(self.input_names) - {"input_ids", "attention_mask"}:
+            raise BundleError(f"{bundle_dir}: ONNX model has inputs {self.input_names} / outputs {self.output_names};"
+                              " expected input_ids, attention_mask -> logits, pooled[, cost]")
+
+    @property
+    def mode(self) -> str:
+        return self.layer.mode
+
+    # --- loading ----------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, bundle_dir: str | Path, int8: bool | None = None, verify: bool = True, threads: int | None = None,
+             max_batch: int = DEFAULT_MAX_BATCH) -> "Router":
+        """Load a bundle. ``int8=None`` uses ``model.int8.onnx`` when the bundle has one; ``verify`` checks the
+        sha256 of every file first; ``threads`` sets ONNX Runtime's intra-op threads (default: $ACO_BERT_ORT_THREADS,
+        else ONNX Runtime's own default)."""
+        import onnxruntime as ort
+
+        from aco_bert.tokenization import load_tokenizer
+
+        root = Path(bundle_dir)
+        manifest = B.verify_bundle(root) if verify else B.read_manifest(root)
+        config = B.load_router_yaml(root)
+        try:
+            spec = RouterSpec.from_dict(config["spec"], where=f"{root / B.ROUTER_YAML}:spec")
+        except (ValueError, TypeError) as e:
+            raise BundleError(f"{root}: invalid spec in {B.ROUTER_YAML}: {e}") from e
+        has_int8 = (root / B.MODEL_INT8).is_file()
+        if int8 and not has_int8:
+            raise BundleError(f"{root}: int8 requested but the bundle has no {B.MODEL_INT8} (export with --int8)")
+        use_int8 = has_int8 if int8 is None else bool(int8)
+        onnx_path = root / (B.MODEL_INT8 if use_int8 else B.MODEL_FP32)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.inter_op_num_threads = 1
+        n_threads = threads if threads is not None else int(os.environ.get(THREADS_ENV, "0") or 0)
+        if n_threads:
+            so.intra_op_num_threads = int(n_threads)
+        so.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+            tokenizer = load_tokenizer(root / B.TOKENIZER_DIR)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise BundleError(f"{root}: cannot load {onnx_path.name} or the tokenizer: {e}") from e
+        layer = DecisionLayer(root, spec, config["routing"])
+        return cls(root, manifest, config, session, tokenizer, layer, use_int8, max_batch)
+
+    # --- the pipeline, stage by stage (public so the exporter and the benchmark can time / feed each) ----------
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        from aco_bert.tokenization import pad_ids, truncate_ids
+
+        encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        seqs = [truncate_ids(e.ids, e.special_tokens_mask, self.max_length, self.truncation, self.tail_tokens)
+                for e in encs]
+        return Encoded(pad_ids(seqs, self.pad_id), [len(s) for s in seqs], [len(e.ids) for e in encs])
+
+    def forward(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """ONNX Runtime forward of one padded batch -> {logits, pooled[, cost]}."""
+        outs = self.session.run(None, {k: feed[k] for k in self.input_names})
+        return dict(zip(self.output_names, outs))
+
+    def infer(self, texts: Sequence[str]) -> tuple[Encoded, dict[str, np.ndarray]]:
+        """Tokenise + forward in chunks of ``max_batch`` (prompts of similar length together, less padding)."""
+        n = len(texts)
+        if n <= self.max_batch:
+            enc = self.encode(texts)
+            return enc, self.forward(enc.feed)
+        full = self.encode(texts)  # for the counts; the chunks re-pad
+        order = np.argsort(np.asarray(full.n_tokens), kind="stable")
+        parts: dict[str, np.ndarray] = {}
+        for s in range(0, n, self.max_batch):
+            idx = order[s: s + self.max_batch]
+            width = max(full.n_tokens[i] for i in idx)
+            feed = {k: v[idx, :width] for k, v in full.feed.items()}
+            out = self.forward(feed)
+            for k, v in out.items():
+                if k not in parts:
+                    parts[k] = np.empty((n,) + v.shape[1:], dtype=v.dtype)
+                parts[k][idx] = v
+        return full, parts
+
+    def decide_from_outputs(self, texts: Sequence[str], outputs: dict[str, np.ndarray], enc: Encoded,
+                            step_types=None, domains=None, budgets=None, min_tiers=None) -> list[Decision]:
+        """The decision layer on given encoder outputs (ORT here; torch in the exporter's parity check)."""
+        n = len(texts)
+        return self.layer.decisions(texts, outputs, enc, step_types or [None] * n, domains or [None] * n,
+                                    budgets or [None] * n, min_tiers or [None] * n, self.max_length)
+
+    # --- public API -------------------------------------------------------------------------------------------
+    def route(self, prompt: str, step_type: str | None = None, domain: str | list[str] | None = None,
+              budget: float | None = None, min_tier: int | None = None) -> Decision:
+        """Route one prompt (see :meth:`route_batch`)."""
+        return self.route_batch([prompt], [step_type], [domain], [budget], [min_tier])[0]
+
+    def route_batch(self, prompts: Sequence[str], step_types: Sequence[str | None] | None = None,
+                    domains: Sequence[str | list[str] | None] | None = None,
+                    budgets: Sequence[float | None] | None = None,
+                    min_tiers: Sequence[int | None] | None = None) -> list[Decision]:
+        """Route a batch in one forward pass (chunked above ``max_batch``). Every input is validated before any
+        work is done; a bad one raises :class:`RoutingInputError` naming its position."""
+        if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+            raise RoutingInputError("prompts must be a list of strings")
+        n = len(prompts)
+        if n == 0:
+            return []
+        args = self._validate(prompts, step_types, domains, budgets, min_tiers)
+        enc, outputs = self.infer(list(prompts))
+        return self.decide_from_outputs(list(prompts), outputs, enc, *args)
+
+    def escalate(self, prompt: str, tier_run: int, trace: dict[str, Any] | None = None,
+                 step_type: str | None = None) -> Escalation:
+        """After ``tier_run`` (1-based) ran on ``prompt``: accept its answer, or escalate to a higher tier.
+
+        ``trace`` holds the run's signals (``api_calls``, ``cost`` or ``cost_usd``, ``latency_s``, ...). The
+        bundle's verifier gives P(that run succeeded | prompt features, trace, the router's prior); without a
+        verifier the prior P(success) of that tier is used (and the reasons say so).
+        """
+        from aco_bert.cascade import Cascade
+        from aco_bert.features import featurize
+
+        steps, doms, buds, mins = self._validate([prompt], [step_type], None, None, None)
+        t_n = self.spec.n_tiers
+        if isinstance(tier_run, bool) or not isinstance(tier_run, (int, np.integer)) or not 1 <= int(tier_run) <= t_n:
+            raise RoutingInputError(f"tier_run {tier_run!r} is not a tier in 1..{t_n}")
+        tier0 = int(tier_run) - 1
+        sig = self._trace(trace)
+        enc, outputs = self.infer([prompt])
+        feats = featurize([prompt], [step_type if _featurizable(step_type) else None])
+        probs, costs = self.layer.probs_costs(outputs, feats)
+        ctx, fl = self.layer.context([prompt], probs, costs, steps, doms, buds, mins)
+        prior = float(probs[0, tier0])
+        reasons: list[str] = []
+        v = self.layer.verifier
+        if v is not None:
+            score = float(v.predict_runs(np.array([tier0]), {k: np.array([sig[k]]) for k in ("api_calls", "cost")},
+                                         feats if v.cfg.use_prompt_features else None,
+                                         np.array([prior]) if v.cfg.use_prior else None)[0])
+        else:
+            score = prior
+            reasons.append("no verifier in bundle: using the router's prior P(success) of the tier that ran")
+        casc = Cascade(first=self.layer.policy, escalate=self.layer.policy,
+                       accept=float(self.layer.cascade.get("accept", 0.5)),
+                       max_runs=int(self.layer.cascade.get("max_runs", t_n)))
+        esc = casc.step(ctx, tier0, score, tier_names=self.spec.models)
+        esc.reasons = reasons + list(fl.reasons[0]) + list(esc.reasons)
+        if tier0 >= t_n - 1 and not score >= casc.accept:
+            esc.reasons.append("top tier ran: nothing to escalate to")
+        return esc
+
+    # --- validation -------------------------------------------------------------------------------------------
+    def _validate(self, prompts, step_types, domains, budgets, min_tiers):
+        from aco_bert.data.schema import STEP_TYPES
+
+        n = len(prompts)
+
+        def col(name, values):
+            if values is None:
+                return [None] * n
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != n:
+                raise RoutingInputError(f"{name} must be a list with one entry per prompt ({n})")
+            return list(values)
+
+        steps, doms, buds, mins = (col("step_types", step_types), col("domains", domains), col("budgets", budgets),
+                                   col("min_tiers", min_tiers))
+        where = (lambda i: "") if n == 1 else (lambda i: f"prompt {i}: ")
+        allowed_steps = set(STEP_TYPES) | set(self.spec.step_type_min)
+        t_n = self.spec.n_tiers
+        for i in range(n):
+            p = prompts[i]
+            if not isinstance(p, str):
+                raise RoutingInputError(f"{where(i)}prompt must be a string, got {type(p).__name__}")
+            if not p.strip():
+                raise RoutingInputError(f"{where(i)}prompt is empty")
+            s = steps[i]
+            if s is not None and (not isinstance(s, str) or s not in allowed_steps):
+                raise RoutingInputError(f"{where(i)}unknown step_type {s!r}; expected one of {sorted(allowed_steps)}")
+            d = doms[i]
+            if isinstance(d, str):
+                doms[i] = [d] if d.strip() else None
+            elif d is not None:
+                if not isinstance(d, (list, tuple)) or not all(isinstance(x, str) for x in d):
+                    raise RoutingInputError(f"{where(i)}domain must be a string or a list of strings")
+                doms[i] = list(d)
+            b = buds[i]
+            if b is not None:
+                if isinstance(b, bool) or not isinstance(b, (int, float, np.integer, np.floating)) or not math.isfinite(b):
+                    raise RoutingInputError(f"{where(i)}budget must be a finite number, got {b!r}")
+                if b < 0:
+                    raise RoutingInputError(f"{where(i)}budget must be >= 0, got {b}")
+                buds[i] = float(b)
+            m = mins[i]
+            if m is not None:
+                if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= int(m) <= t_n:
+                    raise RoutingInputError(f"{where(i)}min_tier {m!r} is not a tier in 1..{t_n}")
+                mins[i] = int(m)
+        return steps, doms, buds, mins
+
+    @staticmethod
+    def _trace(trace: dict[str, Any] | None) -> dict[str, float]:
+        if trace is None:
+            trace = {}
+        if not isinstance(trace, dict):
+            raise RoutingInputError("trace must be a mapping of signal -> number")
+        out = {}
+        for key, aliases in (("api_calls", ("api_calls",)), ("cost", ("cost", "cost_usd"))):
+            v = next((trace[a] for a in aliases if trace.get(a) is not None), None)
+            if v is None:
+                out[key] = float("nan")  # unknown: XGBoost's missing-value branch
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+                raise RoutingInputError(f"trace[{key!r}] must be a finite number, got {v!r}")
+            if v < 0:
+                raise RoutingInputError(f"trace[{key!r}] must be >= 0, got {v}")
+            out[key] = float(v)
+        for k, v in trace.items():
+            if k not in ("api_calls", "cost", "cost_usd") and v is not None:
+                if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                    raise RoutingInputError(f"trace[{k!r}] must be a number, got {v!r}")
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Router({str(self.bundle_dir)!r}, spec={self.spec.name!r}, mode={self.mode!r}, "
+                f"int8={self.int8}, tiers={self.spec.n_tiers}, max_length={self.max_length})")
