@@ -47,9 +47,12 @@ STACKER_DIR = "stacker"
 VERIFIER_DIR = "verifier"
 MODEL_CARD = "model_card.md"
 REQUIRED = (ROUTER_YAML, MODEL_FP32, f"{TOKENIZER_DIR}/tokenizer.json", CALIBRATORS, f"{COST_MODEL_DIR}/manifest.json")
-# Packages whose versions a bundle records (read from installed metadata; nothing is imported).
-VERSIONED_PACKAGES = ("aco_bert", "numpy", "onnx", "onnxruntime", "tokenizers", "xgboost", "torch", "transformers",
-                      "scikit-learn", "pyyaml")
+# Packages whose versions a bundle records (read from installed metadata; nothing is imported): name -> the
+# distributions that provide it (xgboost ships as xgboost or xgboost-cpu, onnxruntime also as onnxruntime-gpu).
+VERSIONED_PACKAGES = {"aco_bert": ("aco_bert", "aco-bert"), "numpy": ("numpy",), "onnx": ("onnx",),
+                      "onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "tokenizers": ("tokenizers",),
+                      "xgboost": ("xgboost", "xgboost-cpu"), "torch": ("torch",), "transformers": ("transformers",),
+                      "scikit-learn": ("scikit-learn",), "pyyaml": ("PyYAML", "pyyaml")}
 _CHUNK = 1 << 20
 
 
@@ -66,11 +69,14 @@ def package_versions() -> dict[str, str | None]:
     from importlib import metadata
 
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
+    for name, dists in VERSIONED_PACKAGES.items():
+        out[name] = None
+        for dist in dists:
+            try:
+                out[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return out
 
 

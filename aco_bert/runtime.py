@@ -412,9 +412,15 @@ class Router:
         reasons: list[str] = []
         v = self.layer.verifier
         if v is not None:
-            score = float(v.predict_runs(np.array([tier0]), {k: np.array([sig[k]]) for k in ("api_calls", "cost")},
-                                         feats if v.cfg.use_prompt_features else None,
-                                         np.array([prior]) if v.cfg.use_prior else None)[0])
+            # Verifier.predict_runs without its per-call DMatrix (a test checks both give the same number).
+            from aco_bert.cascade import TRACE_SIGNALS
+
+            x = v._rows(np.array([tier0]), v._logs({k: np.array([sig[k]]) for k in TRACE_SIGNALS}),
+                        np.array([prior]) if v.cfg.use_prior else None,
+                        feats.astype(float) if v.cfg.use_prompt_features else None)
+            if x.shape[1] != v.n_features:
+                raise BundleError(f"verifier expects {v.n_features} inputs, got {x.shape[1]}")
+            score = float(v.booster.inplace_predict(x)[0])
         else:
             score = prior
             reasons.append("no verifier in bundle: using the router's prior P(success) of the tier that ran")
