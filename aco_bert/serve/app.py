@@ -1,0 +1,482 @@
+"""The FastAPI application: routing endpoints, health/readiness, metrics and the OpenAI-compatible proxy.
+
+``create_app(router, config)`` takes an already loaded :class:`aco_bert.runtime.Router` (or ``loader``, a callable
+that loads one in the background so /healthz answers while a large bundle loads). Every error leaves as
+``{"error": {"code", "message", "type", ...}}`` with a 4xx/5xx status, including those raised before a handler
+runs (body too large, invalid UTF-8, invalid JSON), so clients parse one error shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aco_bert.decision import Decision, RoutingInputError
+from aco_bert.serve import schemas as S
+from aco_bert.serve.config import ServeConfig
+from aco_bert.serve.engine import RouteArgs, RouteEngine, RouteTimeout
+from aco_bert.serve.metrics import ServeMetrics
+from aco_bert.serve.proxy import ProxyError, Upstream, forward, make_client, resolve_upstreams
+
+ROUTER_MODEL = "aco-router"
+PATHS = ("/v1/route", "/v1/route/batch", "/v1/escalate", "/healthz", "/readyz", "/v1/router", "/metrics",
+         "/v1/chat/completions", "/v1/models", "/openapi.json", "/docs")
+_ERRORS = {400: {"model": S.ErrorResponse}, 413: {"model": S.ErrorResponse}, 422: {"model": S.ErrorResponse},
+           503: {"model": S.ErrorResponse}, 504: {"model": S.ErrorResponse}}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+def endpoint_label(path: str) -> str:
+    """Metric label for a path: known endpoints by name, everything else lumped (bounded label cardinality)."""
+    return path if path in PATHS else "other"
+
+
+def error_json(status: int, code: str, message: str, metrics: ServeMetrics | None, path: str,
+               headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    kind = "invalid_request_error" if 400 <= status < 500 else ("upstream_error" if status in (502, 504)
+                                                                   else "server_error")
+    if status == 503:
+        kind = "unavailable"
+    err = {"code": code, "message": message, "type": kind}
+    err.update({k: v for k, v in extra.items() if v is not None})
+    if metrics is not None:
+        metrics.errors.inc(endpoint=endpoint_label(path), code=code)
+    return JSONResponse({"error": err}, status_code=status, headers=headers)
+
+
+async def _send_error(send: Send, status: int, code: str, message: str) -> None:
+    import json
+
+    body = json.dumps({"error": {"code": code, "message": message, "type": "invalid_request_error"}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyGuard:
+    """Pure ASGI: refuse bodies over ``max_bytes`` (413, counted as they stream, chunked or not), bodies that are
+    not UTF-8 (400) and bodies that stall (408), before any JSON parsing; then replay the buffered body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, metrics: ServeMetrics, timeout_s: float = 30.0) -> None:
+        self.app, self.max_bytes, self.metrics, self.timeout_s = app, max_bytes, metrics, timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        path = endpoint_label(scope.get("path", ""))
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                n = int(declared)
+            except ValueError:
+                self.metrics.errors.inc(endpoint=path, code="bad_content_length")
+                return await _send_error(send, 400, "bad_content_length", "Content-Length is not an integer")
+            if n > self.max_bytes:
+                self.metrics.errors.inc(endpoint=path, code="body_too_large")
+                return await _send_error(send, 413, "body_too_large",
+                                         f"request body of {n} bytes exceeds the limit of {self.max_bytes} bytes")
+        chunks, total = [], 0
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                msg = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                self.metrics.errors.inc(endpoint=path, code="body_timeout")
+                return await _send_error(send, 408, "body_timeout",
+                                         f"request body not received within {self.timeout_s:g} s")
+            if msg["type"] == "http.disconnect":
+                return
+            body = msg.get("body", b"")
+            total += len(body)
+            if total > self.max_bytes:
+                self.metrics.errors.inc(endpoint=path, code="body_too_large")
+                return await _send_error(send, 413, "body_too_large",
+                                         f"request body exceeds the limit of {self.max_bytes} bytes")
+            chunks.append(body)
+            if not msg.get("more_body", False):
+                break
+        data = b"".join(chunks)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            self.metrics.errors.inc(endpoint=path, code="invalid_utf8")
+            return await _send_error(send, 400, "invalid_utf8",
+                                     f"request body is not valid UTF-8 (byte {e.start}: {e.reason})")
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": data, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class MetricsMiddleware:
+    """Pure ASGI: count every request by endpoint/method/status and time it until its last body byte."""
+
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        label = endpoint_label(scope.get("path", ""))
+        status = {"code": 500}
+        t0 = time.perf_counter()
+        self.metrics.inflight.inc()
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.inflight.dec()
+            self.metrics.requests.inc(endpoint=label, method=scope.get("method", ""), status=str(status["code"]))
+            self.metrics.latency.observe(time.perf_counter() - t0, endpoint=label)
+
+
+def cut_chars(text: str, max_chars: int) -> tuple[str, str | None]:
+    """Head+tail cut of a huge prompt before tokenising (bounds tokeniser time); says what it did."""
+    if len(text) <= max_chars:
+        return text, None
+    head = max_chars // 2
+    tail = max_chars - head
+    return text[:head] + text[len(text) - tail:], f"prompt cut head+tail from {len(text)} to {max_chars} characters"
+
+
+def router_policy(router: Any) -> str | None:
+    """Name of the bundle's default policy (``router-<name>`` is accepted as a proxy model alias)."""
+    pol = getattr(getattr(router, "layer", None), "policy", None)
+    name = getattr(pol, "name", None)
+    return name if isinstance(name, str) else None
+
+
+class _State:
+    """What the handlers share: the router (once loaded), its engine, upstreams, metrics."""
+
+    def __init__(self, config: ServeConfig, metrics: ServeMetrics) -> None:
+        self.config, self.metrics = config, metrics
+        self.router: Any = None
+        self.engine: RouteEngine | None = None
+        self.upstreams: dict[int, Upstream] = {}
+        self.verified = False
+        self.error: str | None = None
+        self.bundle: str | None = None
+        self.started = time.time()
+        self.client = None
+
+    def install(self, router: Any, verified: bool) -> None:
+        self.upstreams = resolve_upstreams(router.spec, self.config)
+        self.engine = RouteEngine(router, threads=self.config.route_threads, timeout_s=self.config.route_timeout_s,
+                                  microbatch=self.config.microbatch, window_ms=self.config.microbatch_window_ms,
+                                  microbatch_max=self.config.microbatch_max,
+                                  microbatch_inflight=self.config.microbatch_inflight, metrics=self.metrics)
+        self.verified = bool(verified and getattr(router, "manifest", None))
+        b = getattr(router, "bundle_dir", None)
+        self.bundle = str(b) if b is not None else None
+        self.router = router
+        self.metrics.ready.set(1.0 if self.verified else 0.0)
+
+    def need(self) -> tuple[Any, RouteEngine]:
+        if self.router is None or self.engine is None:
+            why = f"bundle failed to load: {self.error}" if self.error else "bundle is still loading"
+            raise ApiError(503, "not_ready", why)
+        return self.router, self.engine
+
+
+def create_app(router: Any = None, config: ServeConfig | None = None, *,
+               loader: Callable[[], Any] | None = None, verified: bool | None = None) -> FastAPI:
+    """Build the service around a loaded ``router`` (or a ``loader`` run in a background thread at startup).
+
+    ``verified`` says whether the bundle's manifest was checked when it was loaded (default: ``config.verify``,
+    which is how :func:`load_router` loads it); /readyz is 200 only for a verified bundle."""
+    if router is None and loader is None:
+        raise ValueError("create_app needs a router or a loader")
+    config = config or ServeConfig()
+    metrics = ServeMetrics()
+    st = _State(config, metrics)
+    verified = config.verify if verified is None else verified
+    if router is not None:
+        st.install(router, verified)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        st.client = make_client(config)
+        if st.router is None and loader is not None:
+            def load() -> None:
+                try:
+                    st.install(loader(), verified)
+                except Exception as e:  # reported by /readyz and 503s; the process stays up for diagnosis
+                    st.error = f"{type(e).__name__}: {e}"
+
+            threading.Thread(target=load, name="aco-bundle-load", daemon=True).start()
+        try:
+            yield
+        finally:
+            await st.client.aclose()
+            if st.engine is not None:
+                st.engine.close()
+
+    app = FastAPI(title="aco_bert routing service", version="1", lifespan=lifespan,
+                  description="Routes each prompt or agent step to the cheapest model tier expected to succeed, "
+                              "and proxies OpenAI-compatible chat completions to the chosen tier.")
+    app.state.aco = st
+    app.add_middleware(BodyGuard, max_bytes=config.max_body_bytes, metrics=metrics,
+                       timeout_s=config.body_timeout_s)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost: sees 413s too
+
+    # -- error shapes ---------------------------------------------------------------------------------------------
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        errs = exc.errors()
+        for e in errs:
+            if e.get("type") == "json_invalid":
+                pos = e.get("loc", ("body", "?"))[-1]
+                why = (e.get("ctx") or {}).get("error", "JSON decode error")
+                return error_json(400, "invalid_json", f"request body is not valid JSON: {why} at char {pos}",
+                                  metrics, request.url.path)
+        parts = []
+        for e in errs:
+            loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+            if e.get("type") == "missing" and not loc:
+                parts.append("request body is missing or empty (expected a JSON object)")
+                continue
+            msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+            parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+        param = ".".join(str(x) for x in errs[0].get("loc", ()) if x != "body") if errs else None
+        return error_json(422, "invalid_request", "; ".join(parts), metrics, request.url.path, param=param or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_json(exc.status_code, code, str(exc.detail), metrics, request.url.path,
+                          headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RoutingInputError)
+    async def _routing(request: Request, exc: RoutingInputError):
+        return error_json(422, "invalid_input", str(exc), metrics, request.url.path)
+
+    @app.exception_handler(RouteTimeout)
+    async def _route_timeout(request: Request, exc: RouteTimeout):
+        return error_json(504, "route_timeout", str(exc), metrics, request.url.path)
+
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, exc: ApiError):
+        return error_json(exc.status, exc.code, exc.message, metrics, request.url.path, **exc.extra)
+
+    @app.exception_handler(ProxyError)
+    async def _proxy(request: Request, exc: ProxyError):
+        headers = dict(getattr(exc, "aco_headers", {}) or {})
+        if exc.upstream_status is not None:
+            headers["x-aco-upstream-status"] = str(exc.upstream_status)
+        return error_json(exc.status, exc.code, exc.message, metrics, request.url.path, headers=headers,
+                          upstream_status=exc.upstream_status, upstream_body=exc.upstream_body)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        return error_json(500, "internal_error", f"{type(exc).__name__}: {exc}", metrics, request.url.path)
+
+    # -- helpers --------------------------------------------------------------------------------------------------
+    def to_args(req: S.RouteRequest | S.RoutingFields | None, text: str) -> tuple[RouteArgs, str | None]:
+        prompt, note = cut_chars(text, config.max_prompt_chars)
+        n = st.router.spec.n_tiers
+        if req is not None and req.min_tier is not None and req.min_tier > n:
+            raise ApiError(422, "invalid_input", f"min_tier {req.min_tier} is not a tier in 1..{n}", param="min_tier")
+        if req is None:
+            return RouteArgs(prompt), note
+        return RouteArgs(prompt, step_type=req.step_type, domain=req.domain, budget=req.budget,
+                         min_tier=req.min_tier), note
+
+    def check_messages(messages: list | None) -> None:
+        if messages is not None and len(messages) > config.max_messages:
+            raise ApiError(422, "too_many_messages",
+                           f"{len(messages)} messages exceed the limit of {config.max_messages}")
+
+    def describe(router: Any, d: Decision, note: str | None, latency_ms: float, endpoint: str) -> S.RouteResponse:
+        models = [t.model for t in router.spec.tiers]
+        notes = [n for n in (note, (f"router kept {getattr(router, 'max_length', '?')} tokens (head+tail)"
+                                    if d.truncated else None)) if n]
+        metrics.decisions.inc(tier=str(d.tier), model=d.model, endpoint=endpoint)
+        if notes:
+            metrics.truncated.inc()
+        return S.RouteResponse(
+            tier=d.tier, model=d.model, p_success=float(d.p_success), expected_cost=float(d.cost),
+            tiers=[S.TierScore(tier=i + 1, model=models[i] if i < len(models) else f"tier{i + 1}",
+                               p_success=float(p), expected_cost=float(c))
+                   for i, (p, c) in enumerate(zip(d.probs, d.expected_cost))],
+            reasons=list(d.reasons), policy=d.policy, min_tier=int(d.min_tier), n_tokens=int(d.n_tokens),
+            truncated=bool(d.truncated or note), truncation="; ".join(notes) or None, latency_ms=latency_ms)
+
+    # -- endpoints ------------------------------------------------------------------------------------------------
+    @app.get("/healthz", response_model=S.HealthResponse, tags=["ops"])
+    async def healthz():
+        """The process is up and serving HTTP (says nothing about the bundle: see /readyz)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=S.ReadyResponse, responses={503: {"model": S.ReadyResponse}}, tags=["ops"])
+    async def readyz():
+        """200 once the bundle is loaded and its manifest verified; 503 while loading, after a failed load, or when
+        the bundle was loaded without verification."""
+        ready = st.router is not None and st.verified
+        body = {"ready": ready, "verified": st.verified, "bundle": st.bundle, "error": st.error}
+        if st.router is not None and not st.verified:
+            body["error"] = "bundle loaded without manifest verification"
+        elif st.router is None and not st.error:
+            body["error"] = "bundle is still loading"
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["ops"])
+    async def metrics_endpoint():
+        """Prometheus text exposition: requests, latency histograms, decisions per tier, escalations, errors."""
+        return PlainTextResponse(metrics.render(), media_type=ServeMetrics.CONTENT_TYPE)
+
+    @app.get("/v1/router", response_model=S.RouterInfo, responses=_ERRORS, tags=["routing"])
+    async def router_info():
+        """The loaded router: tiers (with their upstreams, never keys), spec, bundle manifest and live metrics."""
+        router, _ = st.need()
+        spec = router.spec
+        tiers = []
+        for i, t in enumerate(spec.tiers, start=1):
+            up = st.upstreams.get(i)
+            tiers.append({"tier": i, "model": t.model, "name": t.label, "input_price": t.input_price,
+                          "output_price": t.output_price, "upstream": up.public() if up else None})
+        manifest = dict(getattr(router, "manifest", None) or {})
+        return {"spec": {"name": spec.name, "floors": dict(spec.floors), "step_type_min": dict(spec.step_type_min),
+                         "frontier": spec.frontier, "dataset": spec.dataset},
+                "tiers": tiers, "policy": router_policy(router), "max_length": getattr(router, "max_length", None),
+                "models": [ROUTER_MODEL] + ([f"router-{router_policy(router)}"] if router_policy(router) else []),
+                "manifest": manifest, "metrics": metrics.summary(),
+                "service": {"uptime_s": round(time.time() - st.started, 3), "verified": st.verified,
+                            "bundle": st.bundle, "microbatch": config.microbatch, "max_batch": config.max_batch,
+                            "max_body_bytes": config.max_body_bytes, "max_prompt_chars": config.max_prompt_chars,
+                            "int8": getattr(router, "int8", None), "mode": getattr(router, "mode", None),
+                            "pid": os.getpid()}}
+
+    @app.post("/v1/route", response_model=S.RouteResponse, responses=_ERRORS, tags=["routing"])
+    async def route(req: S.RouteRequest):
+        """Choose the cheapest tier expected to succeed for one prompt (or conversation)."""
+        router, engine = st.need()
+        check_messages(req.messages)
+        args, note = to_args(req, req.text())
+        t0 = time.perf_counter()
+        d = await engine.route(args)
+        return describe(router, d, note, (time.perf_counter() - t0) * 1000, "/v1/route")
+
+    @app.post("/v1/route/batch", response_model=S.RouteBatchResponse, responses=_ERRORS, tags=["routing"])
+    async def route_batch(req: S.RouteBatchRequest):
+        """Route up to ``max_batch`` prompts in one forward pass; one bad item refuses the batch and is named."""
+        router, engine = st.need()
+        if len(req.items) > config.max_batch:
+            raise ApiError(422, "batch_too_large", f"{len(req.items)} items exceed max_batch {config.max_batch}",
+                           param="items")
+        pairs = []
+        for it in req.items:
+            check_messages(it.messages)
+            pairs.append(to_args(it, it.text()))
+        t0 = time.perf_counter()
+        ds = await engine.route_batch([a for a, _ in pairs])
+        ms = (time.perf_counter() - t0) * 1000
+        return {"decisions": [describe(router, d, n, ms, "/v1/route/batch") for d, (_, n) in zip(ds, pairs)],
+                "latency_ms": ms}
+
+    @app.post("/v1/escalate", response_model=S.EscalateResponse, responses=_ERRORS, tags=["routing"])
+    async def escalate(req: S.EscalateRequest):
+        """After running ``tier_run``: keep its answer, or escalate to the next tier (given the run's trace)."""
+        router, engine = st.need()
+        check_messages(req.messages)
+        if req.tier_run > router.spec.n_tiers:
+            raise ApiError(422, "invalid_input", f"tier_run {req.tier_run} is not a tier in 1..{router.spec.n_tiers}",
+                           param="tier_run")
+        prompt, _ = cut_chars(req.text(), config.max_prompt_chars)
+        t0 = time.perf_counter()
+        e = await engine.escalate(prompt, req.tier_run, req.trace.as_dict(), req.step_type)
+        metrics.escalations.inc(tier_run=str(req.tier_run), outcome="accept" if e.accept else "escalate")
+        out = e.to_dict()
+        out["latency_ms"] = (time.perf_counter() - t0) * 1000
+        return out
+
+    @app.get("/v1/models", tags=["openai"])
+    async def models():
+        """OpenAI-style model list: the router pseudo-models a client may ask for."""
+        router, _ = st.need()
+        names = [ROUTER_MODEL] + ([f"router-{router_policy(router)}"] if router_policy(router) else [])
+        return {"object": "list", "data": [{"id": n, "object": "model", "owned_by": "aco_bert"} for n in names]}
+
+    @app.post("/v1/chat/completions", responses={**_ERRORS, 404: {"model": S.ErrorResponse},
+                                                 502: {"model": S.ErrorResponse}}, tags=["openai"])
+    async def chat_completions(req: S.ChatCompletionRequest, request: Request):
+        """Route the conversation, then forward it to the chosen tier's upstream; streams are passed through.
+
+        Response headers name the decision: ``x-aco-tier``, ``x-aco-model``, ``x-aco-p-success``,
+        ``x-aco-expected-cost``, ``x-aco-policy``, ``x-aco-truncated``."""
+        router, engine = st.need()
+        policy = router_policy(router)
+        if req.model != ROUTER_MODEL and not (policy and req.model == f"router-{policy}"):
+            allowed = [ROUTER_MODEL] + ([f"router-{policy}"] if policy else [])
+            raise ApiError(404, "model_not_found", f"model {req.model!r} is not served here; use one of {allowed}",
+                           param="model")
+        check_messages(req.messages)
+        args, note = to_args(req.aco, S.messages_text(req.messages))
+        t0 = time.perf_counter()
+        d = await engine.route(args)
+        r = describe(router, d, note, (time.perf_counter() - t0) * 1000, "/v1/chat/completions")
+        headers = {"x-aco-tier": str(r.tier), "x-aco-model": r.model, "x-aco-p-success": f"{r.p_success:.6f}",
+                   "x-aco-expected-cost": f"{r.expected_cost:.6g}", "x-aco-policy": r.policy,
+                   "x-aco-truncated": "true" if r.truncated else "false",
+                   "x-aco-route-ms": f"{r.latency_ms:.3f}"}
+        up = st.upstreams.get(r.tier)
+        if up is None:
+            raise ApiError(503, "no_upstream", f"tier {r.tier} ({r.model}) has no upstream configured "
+                           "(set upstreams in the serve config or Tier.upstream in the router spec)",
+                           tier=r.tier)
+        body = dict(await request.json())  # the client's own JSON, forwarded as sent (minus our extension)
+        body.pop("aco", None)
+        try:
+            resp = await forward(st.client, up, body, metrics)
+        except ProxyError as e:
+            e.aco_headers = headers  # type: ignore[attr-defined]
+            raise
+        resp.headers.update(headers)
+        return resp
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for ``--workers N``: each worker process loads the bundle named in the environment."""
+    from aco_bert.serve.config import load_serve_config
+
+    bundle = os.environ["ACO_SERVE_BUNDLE"]
+    cfg_path = os.environ.get("ACO_SERVE_CONFIG_PATH") or None
+    config = load_serve_config(cfg_path)
+    return create_app(config=config, loader=lambda: load_router(bundle, config))
+
+
+def load_router(bundle: str | Path, config: ServeConfig) -> Any:
+    from aco_bert.runtime import Router
+
+    return Router.load(bundle, int8=config.int8, verify=config.verify, threads=config.ort_threads)

@@ -1,0 +1,188 @@
+"""Runs the router off the event loop: a bounded thread pool, per-call timeouts, optional micro-batching.
+
+ONNX Runtime's ``InferenceSession.run`` is thread-safe, so one loaded Router is shared by every request; running
+it in threads keeps the event loop free to accept connections while a forward pass is busy. Micro-batching
+coalesces concurrent single-prompt requests that arrive within a short window into one ``route_batch`` call (one
+forward pass), trading a few milliseconds of latency for throughput when many agents call at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from aco_bert.decision import Decision, Escalation, RoutingInputError
+from aco_bert.serve.metrics import ServeMetrics
+
+
+class RouteTimeout(Exception):
+    """The router did not answer within ``route_timeout_s`` (-> HTTP 504)."""
+
+
+@dataclass
+class RouteArgs:
+    prompt: str
+    step_type: str | None = None
+    domain: str | list[str] | None = None
+    budget: float | None = None
+    min_tier: int | None = None
+
+
+class BatchItemError(RoutingInputError):
+    """A batch refused because of one item; ``index`` names it."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(f"items[{index}]: {message}")
+        self.index = index
+
+
+class RouteEngine:
+    def __init__(self, router: Any, *, threads: int = 4, timeout_s: float = 10.0, microbatch: bool = False,
+                 window_ms: float = 0.0, microbatch_max: int = 32, microbatch_inflight: int = 2,
+                 metrics: ServeMetrics | None = None) -> None:
+        self.router = router
+        self.timeout_s = timeout_s
+        self.metrics = metrics or ServeMetrics()
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="aco-route")
+        self.batcher = (MicroBatcher(self, window_ms / 1000.0, microbatch_max, microbatch_inflight)
+                        if microbatch else None)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, kind: str, fn: Callable, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        fut = loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+        try:
+            return await asyncio.wait_for(fut, self.timeout_s)
+        except asyncio.TimeoutError as e:
+            raise RouteTimeout(f"router did not answer within {self.timeout_s:g} s") from e
+        finally:
+            self.metrics.route_latency.observe(time.perf_counter() - t0, kind=kind)
+
+    # -- single-thread-pool calls -------------------------------------------------------------------------------
+    def _route_one(self, a: RouteArgs) -> Decision:
+        return self.router.route(a.prompt, step_type=a.step_type, domain=a.domain, budget=a.budget,
+                                 min_tier=a.min_tier)
+
+    def _route_many(self, items: list[RouteArgs]) -> list[Decision]:
+        """One forward pass; on a refused item, find which one so the error can name it."""
+        try:
+            return self.router.route_batch(
+                [a.prompt for a in items], step_types=[a.step_type for a in items],
+                domains=[a.domain for a in items], budgets=[a.budget for a in items],
+                min_tiers=[a.min_tier for a in items])
+        except RoutingInputError as e:
+            for i, a in enumerate(items):
+                try:
+                    self._route_one(a)
+                except RoutingInputError as ei:
+                    raise BatchItemError(i, str(ei)) from ei
+            raise e
+
+    # -- async API ----------------------------------------------------------------------------------------------
+    async def route(self, a: RouteArgs) -> Decision:
+        if self.batcher is not None:
+            return await self.batcher.submit(a)
+        self.metrics.batch_size.observe(1)
+        return await self._run("route", self._route_one, a)
+
+    async def route_batch(self, items: list[RouteArgs]) -> list[Decision]:
+        self.metrics.batch_size.observe(len(items))
+        return await self._run("batch", self._route_many, items)
+
+    async def escalate(self, prompt: str, tier_run: int, trace: dict, step_type: str | None = None) -> Escalation:
+        return await self._run("escalate", self.router.escalate, prompt, tier_run, trace, step_type=step_type)
+
+
+class MicroBatcher:
+    """Coalesces concurrent ``route`` calls into ``route_batch`` forward passes.
+
+    At most ``max_inflight`` batches run at once; requests arriving meanwhile queue and leave together in the
+    next batch (up to ``max_items``). So under load batches grow by themselves (each router call has a fixed
+    cost -- tokeniser, ONNX and XGBoost call overheads -- that a batch pays once), while an idle server adds no
+    latency beyond ``window_s`` (0: just the current event-loop tick). A batch refused because of one bad item
+    is retried item by item, so one client's bad input never fails another client's request.
+    """
+
+    def __init__(self, engine: RouteEngine, window_s: float, max_items: int, max_inflight: int = 2) -> None:
+        self.engine, self.window_s, self.max_items, self.max_inflight = engine, window_s, max_items, max_inflight
+        self._pending: list[tuple[RouteArgs, asyncio.Future]] = []
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._inflight = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    async def submit(self, a: RouteArgs) -> Decision:
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending.append((a, fut))
+        self._kick()
+        return await fut
+
+    def _kick(self) -> None:
+        if not self._pending or self._inflight >= self.max_inflight:
+            return  # a running batch's completion kicks again
+        if len(self._pending) >= self.max_items:
+            self._spawn_flush()
+        elif self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = (loop.call_later(self.window_s, self._spawn_flush) if self.window_s > 0
+                           else loop.call_soon(self._spawn_flush))
+
+    def _spawn_flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        items, self._pending = self._pending[: self.max_items], self._pending[self.max_items:]
+        if not items:
+            return
+        self._inflight += 1
+        t = asyncio.get_running_loop().create_task(self._flush(items))
+        self._tasks.add(t)
+        t.add_done_callback(self._done)
+
+    def _done(self, t: asyncio.Task) -> None:
+        self._tasks.discard(t)
+        self._inflight -= 1
+        self._kick()
+
+    async def _flush(self, items: list[tuple[RouteArgs, asyncio.Future]]) -> None:
+        live = [(a, f) for a, f in items if not f.done()]  # cancelled: the client went away
+        if not live:
+            return
+        eng = self.engine
+        eng.metrics.batch_size.observe(len(live))
+        try:
+            if len(live) == 1:
+                results: list[Any] = [await eng._run("route", eng._route_one, live[0][0])]
+            else:
+                try:
+                    results = await eng._run("microbatch", eng.router.route_batch, [a.prompt for a, _ in live],
+                                             step_types=[a.step_type for a, _ in live],
+                                             domains=[a.domain for a, _ in live],
+                                             budgets=[a.budget for a, _ in live],
+                                             min_tiers=[a.min_tier for a, _ in live])
+                except RoutingInputError:
+                    results = []
+                    for a, _ in live:  # isolate the bad item(s): each caller gets its own answer or error
+                        try:
+                            results.append(await eng._run("route", eng._route_one, a))
+                        except (RoutingInputError, RouteTimeout) as e:
+                            results.append(e)
+        except BaseException as e:  # timeout or a router failure: every waiting caller sees it
+            for _, f in live:
+                if not f.done():
+                    f.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for (_, f), r in zip(live, results):
+            if f.done():
+                continue
+            if isinstance(r, BaseException):
+                f.set_exception(r)
+            else:
+                f.set_result(r)

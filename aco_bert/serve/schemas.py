@@ -1,0 +1,209 @@
+"""Request and response models of the HTTP API; the OpenAPI spec at /openapi.json is generated from these.
+
+Requests are strict (no silent type coercion: ``"prompt": 5`` is an error, not ``"5"``) and forbid unknown keys,
+so a typo such as ``"step-type"`` is refused instead of quietly routing without a floor. The OpenAI-compatible
+request is the exception: it allows the many OpenAI parameters we do not interpret and forwards them upstream.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_STRICT = ConfigDict(strict=True, extra="forbid")
+
+
+class ContentPart(BaseModel):
+    """One part of a multi-part message; only ``text`` parts carry routable text."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")  # name, tool_calls, tool_call_id ... are passed through
+    role: str = Field(min_length=1)
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text for p in self.content if p.type == "text" and p.text)
+
+
+def messages_text(messages: list[ChatMessage]) -> str:
+    """The text the router sees for a conversation: every message's text, in order.
+
+    The router's head+tail truncation then keeps the task statement (head) and the latest step (tail).
+    """
+    return "\n\n".join(t for t in (m.text() for m in messages) if t)
+
+
+class RoutingFields(BaseModel):
+    """Optional routing context shared by /v1/route items and the proxy's ``aco`` extension."""
+
+    model_config = _STRICT
+    step_type: str | None = Field(None, description="agent step type; unknown types are refused (spec step_type_min)")
+    domain: str | list[str] | None = Field(None, description="domain(s) whose floors apply, e.g. 'legal'")
+    budget: float | None = Field(None, ge=0, allow_inf_nan=False, description="USD budget for this task")
+    min_tier: int | None = Field(None, ge=1, description="lowest 1-based tier allowed")
+
+    @field_validator("domain")
+    @classmethod
+    def _domains(cls, v):
+        if isinstance(v, list):
+            if len(v) > 64:
+                raise ValueError("at most 64 domains")
+            if any(not d.strip() for d in v):
+                raise ValueError("domain names must not be empty")
+        elif isinstance(v, str) and not v.strip():
+            raise ValueError("domain must not be empty")
+        return v
+
+
+class PromptFields(BaseModel):
+    """Exactly one of ``prompt`` or ``messages``; blank text is refused."""
+
+    model_config = _STRICT
+    prompt: str | None = Field(None, description="the prompt or agent step to route")
+    messages: list[ChatMessage] | None = Field(None, description="OpenAI-style messages (routed on their text)")
+
+    @model_validator(mode="after")
+    def _one_text(self):
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if not self.text().strip():
+            raise ValueError("prompt is empty (blank or whitespace-only text)")
+        return self
+
+    def text(self) -> str:
+        return self.prompt if self.prompt is not None else messages_text(self.messages or [])
+
+
+class RouteRequest(PromptFields, RoutingFields):
+    model_config = _STRICT
+
+
+class TierScore(BaseModel):
+    tier: int
+    model: str
+    p_success: float
+    expected_cost: float
+
+
+class RouteResponse(BaseModel):
+    tier: int = Field(description="chosen tier, 1-based, cheapest first")
+    model: str
+    p_success: float = Field(description="calibrated P(success) of the chosen tier")
+    expected_cost: float = Field(description="expected USD cost of the chosen tier")
+    tiers: list[TierScore] = Field(description="every tier's calibrated P(success) and expected cost")
+    reasons: list[str]
+    policy: str
+    min_tier: int
+    n_tokens: int
+    truncated: bool = Field(description="the prompt was too long and was cut head+tail before scoring")
+    truncation: str | None = Field(None, description="how the prompt was cut, when it was")
+    latency_ms: float
+
+
+class RouteBatchRequest(BaseModel):
+    model_config = _STRICT
+    items: list[RouteRequest] = Field(min_length=1, description="prompts to route in one forward pass (bounded)")
+
+
+class RouteBatchResponse(BaseModel):
+    decisions: list[RouteResponse]
+    latency_ms: float
+
+
+class Trace(BaseModel):
+    """What running a tier cost; the escalation model reads these (unknown keys are passed to the router)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    api_calls: float | None = Field(None, ge=0, allow_inf_nan=False)
+    cost: float | None = Field(None, ge=0, allow_inf_nan=False)
+    latency_s: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _finite_extras(self):
+        for k, v in (self.model_extra or {}).items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"trace.{k} must be a finite number")
+        return self
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.model_dump().items() if v is not None}
+
+
+class EscalateRequest(PromptFields):
+    model_config = _STRICT
+    tier_run: int = Field(ge=1, description="1-based tier whose answer is being judged")
+    trace: Trace = Field(default_factory=Trace)
+    step_type: str | None = Field(None, description="agent step type of the run (its floor applies)")
+
+
+class EscalateResponse(BaseModel):
+    accept: bool
+    p_success: float
+    tier_run: int
+    next_tier: int | None
+    next_model: str | None
+    reasons: list[str]
+    latency_ms: float
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI ``/v1/chat/completions``; ``model`` must be ``aco-router`` or ``router-<policy>``.
+
+    ``aco`` (send it with the OpenAI SDK's ``extra_body``) carries routing context and is stripped before forwarding.
+    """
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    aco: RoutingFields | None = None
+
+    @model_validator(mode="after")
+    def _text(self):
+        if not messages_text(self.messages).strip():
+            raise ValueError("messages carry no text to route on")
+        return self
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    type: str = "invalid_request_error"
+    upstream_status: int | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    verified: bool
+    bundle: str | None = None
+    error: str | None = None
+
+
+class RouterInfo(BaseModel):
+    spec: dict[str, Any]
+    tiers: list[dict[str, Any]]
+    policy: str | None
+    max_length: int | None
+    models: list[str]
+    manifest: dict[str, Any]
+    metrics: dict[str, Any]
+    service: dict[str, Any]
