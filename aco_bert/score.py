@@ -72,6 +72,7 @@ class ScoreConfig:
     chunk_size: int = 2048  # (resume) rows per chunk = per part file = the memory bound
     batch_size: int = 32  # (resume) prompts per forward pass
     workers: int = 0  # 0: score in this process
+    threads: int | None = None  # ONNX Runtime intra-op threads per process (default: cores / workers)
     on_error: str = "mark"  # mark | stop
     evaluate: bool = False  # (resume)
     format: str | None = None  # (resume) parquet | jsonl; default from the output suffix
@@ -295,8 +296,9 @@ class _Columns:
 
 
 def score_chunk(router: Any, chunk: Chunk, cols: _Columns, batch_size: int = 32) -> ChunkResult:
-    """Score one chunk: validate every row, route the valid ones in batches of ``batch_size`` (input order), and
-    return the chunk's rows in :func:`output_schema` with bad rows marked. Deterministic in the chunk alone."""
+    """Score one chunk: validate every row, route the valid ones in batches of ``batch_size`` (prompts of similar
+    length together), and return the chunk's rows, in input order, in :func:`output_schema` with bad rows marked.
+    Deterministic in the chunk alone."""
     import pyarrow as pa
 
     assert chunk.columns is not None, "a skipped chunk cannot be scored"
@@ -321,7 +323,9 @@ def score_chunk(router: Any, chunk: Chunk, cols: _Columns, batch_size: int = 32)
                 buds[i] = _row_budget(c[cols.budget][i])
         except ValueError as e:
             err[i] = str(e)
-    ok = [i for i in range(n) if i not in err]
+    # Batches of similar length waste little on padding (the encoder's cost is batch x longest prompt). Sorting
+    # by characters (a tokenizer-free proxy for tokens), ties by position, keeps every chunk's batches fixed.
+    ok = sorted((i for i in range(n) if i not in err), key=lambda i: (len(texts[i] or ""), i))
     dec: dict[int, Decision] = {}
     for b in range(0, len(ok), batch_size):
         idx = ok[b:b + batch_size]
@@ -485,11 +489,12 @@ def _assemble(parts: Path, names: list[str], output: Path, fmt: str, schema) -> 
 # --- running -------------------------------------------------------------------------------------------------
 
 
-def load_router(bundle: str, int8: bool | None = None):
-    """The bundle's :class:`aco_bert.runtime.Router` (manifest verified)."""
+def load_router(bundle: str, int8: bool | None = None, threads: int | None = None):
+    """The bundle's :class:`aco_bert.runtime.Router` (manifest verified); ``threads``: ONNX Runtime intra-op
+    threads (None: the runtime's default)."""
     from aco_bert.runtime import Router
 
-    return Router.load(bundle, int8=int8)
+    return Router.load(bundle, int8=int8, threads=threads)
 
 
 def _bundle_id(router: Any, bundle: str) -> str:
@@ -503,9 +508,9 @@ def _bundle_id(router: Any, bundle: str) -> str:
 _WORKER_ROUTER: Any = None
 
 
-def _worker_init(loader: Callable[..., Any], bundle: str, int8: bool | None) -> None:
+def _worker_init(loader: Callable[..., Any], bundle: str, int8: bool | None, threads: int | None) -> None:
     global _WORKER_ROUTER
-    _WORKER_ROUTER = loader(bundle, int8)
+    _WORKER_ROUTER = loader(bundle, int8, threads)
 
 
 def _worker_score(chunk: Chunk, cols: _Columns, batch_size: int) -> ChunkResult:
@@ -542,12 +547,12 @@ def score_dataset(cfg: ScoreConfig, *, router: Any = None, loader: Callable[...,
                   on_chunk: Callable[[ChunkResult], None] | None = None,
                   log: Callable[[str], None] | None = None) -> ScoreSummary:
     """Score ``cfg.input`` into ``cfg.output`` (see the module doc). ``router`` reuses a loaded router in this
-    process; ``loader(bundle, int8)`` builds one (in each worker too). ``on_chunk`` is called after each chunk is
-    saved (progress hooks; an exception there interrupts the run, which can then be resumed)."""
+    process; ``loader(bundle, int8, threads)`` builds one (in each worker too). ``on_chunk`` is called after each
+    chunk is saved (progress hooks; an exception there interrupts the run, which can then be resumed)."""
     log = log or (lambda s: print(s, file=sys.stderr))
     t0 = time.perf_counter()
     if router is None:
-        router = loader(cfg.bundle, cfg.int8)
+        router = loader(cfg.bundle, cfg.int8, 1 if cfg.workers > 0 else cfg.threads)  # with workers: spec only
     models = [t.model for t in router.spec.tiers]
     if cfg.evaluate:
         from aco_bert.io_tables import memory_source
@@ -638,9 +643,11 @@ def _run_workers(cfg: ScoreConfig, loader, chunks: Iterator[Chunk], cols: _Colum
     import multiprocessing as mp
 
     window = 2 * cfg.workers
+    # N processes each with ONNX Runtime's default (all cores) would oversubscribe: share the cores out.
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers)
     ctx = mp.get_context("spawn")  # no fork of a process holding ONNX Runtime threads
     with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_worker_init,
-                             initargs=(loader, cfg.bundle, cfg.int8)) as ex:
+                             initargs=(loader, cfg.bundle, cfg.int8, threads)) as ex:
         pending: set[Future] = set()
         try:
             for ch in chunks:
@@ -783,6 +790,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--chunk-size", type=int, default=2048, help="rows per chunk (memory bound, resume unit)")
     ap.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass")
     ap.add_argument("--workers", type=int, default=0, help="worker processes (0: this process)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="ONNX Runtime threads per process (default: all cores, shared out among workers)")
     ap.add_argument("--on-error", choices=ON_ERROR, default="mark",
                     help="mark: bad rows get an `error` and no decision; stop: stop at the first bad row")
     ap.add_argument("--evaluate", action="store_true",
