@@ -99,6 +99,51 @@ def request_for(kind: str, prompt: str, i: int) -> tuple[str, dict]:
     raise ValueError(kind)
 
 
+class RawClient:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams: the load generator should cost far less CPU than
+    the server it measures (httpx spends several ms of CPU per request, which on a 2-core host steals the
+    server's CPU and understates its throughput)."""
+
+    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+    async def post(self, path: str, body: bytes) -> int:
+        return await asyncio.wait_for(self._post(path, body), self.timeout_s)
+
+    async def _post(self, path: str, body: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.writer.write(head + body)
+        await self.writer.drain()
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
+        if "content-length" in headers:
+            await self.reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        else:
+            await self.reader.read()  # close-delimited
+            await self.close()
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return status
+
+
 async def run_load(url: str, prompts: list[str], clients: int, duration: float, max_requests: int, kind: str,
                    timeout_s: float) -> dict:
     lat: list[float] = []
@@ -106,29 +151,34 @@ async def run_load(url: str, prompts: list[str], clients: int, duration: float, 
     dropped = 0
     sent = 0
     stop_at = time.perf_counter() + duration
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    u = urlparse(url)
+    bodies = [request_for(kind, prompts[i % len(prompts)], i) for i in range(max(len(prompts), clients))]
+    bodies = [(path, json.dumps(b).encode()) for path, b in bodies]
 
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits, trust_env=False) as client:
-        async def worker(wid: int) -> None:
-            nonlocal dropped, sent
-            i = wid
+    async def worker(wid: int) -> None:
+        nonlocal dropped, sent
+        client = RawClient(u.hostname, u.port or 80, timeout_s)
+        i = wid
+        try:
             while time.perf_counter() < stop_at and sent < max_requests:
                 sent += 1
-                path, body = request_for(kind, prompts[i % len(prompts)], i)
+                path, body = bodies[i % len(bodies)]
                 i += clients
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post(path, json=body)
-                    await r.aread()
-                except httpx.HTTPError:
+                    code = await client.post(path, body)
+                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError):
                     dropped += 1
+                    await client.close()
                     continue
                 lat.append(time.perf_counter() - t0)
-                status[str(r.status_code)] = status.get(str(r.status_code), 0) + 1
+                status[str(code)] = status.get(str(code), 0) + 1
+        finally:
+            await client.close()
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(clients)))
-        wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(clients)))
+    wall = time.perf_counter() - t0
     lat.sort()
 
     def pct(q: float) -> float:
@@ -143,7 +193,7 @@ async def run_load(url: str, prompts: list[str], clients: int, duration: float, 
 
 def print_table(rows: list[dict]) -> None:
     cols = ["endpoint", "clients", "duration_s", "requests", "ok", "errors", "dropped", "req_per_s", "p50_ms",
-            "p90_ms", "p99_ms", "max_ms", "mean_batch", "server_cpu_ms_per_req"]
+            "p90_ms", "p99_ms", "max_ms", "mean_batch", "server_cpu_ms_per_req", "client_cpu_ms_per_req"]
     rows = [{c: r.get(c, "-") for c in cols} for r in rows]
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
     print("| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |")
@@ -184,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.warmup > 0:
             asyncio.run(run_load(url, prompts, a.clients, a.warmup, a.max_requests, a.endpoint, a.timeout))
         cpu0 = cpu_seconds(proc.pid) if proc is not None else None
+        me0 = time.process_time()
         res = asyncio.run(run_load(url, prompts, a.clients, a.duration, a.max_requests, a.endpoint, a.timeout))
         cpu1 = cpu_seconds(proc.pid) if proc is not None else None
+        res["client_cpu_ms_per_req"] = round((time.process_time() - me0) / max(1, res["ok"]) * 1000, 2)
         if cpu0 is not None and cpu1 is not None and res["ok"]:
             res["server_cpu_ms_per_req"] = round((cpu1 - cpu0) / res["ok"] * 1000, 2)
         metrics_text = httpx.get(url.rstrip("/") + "/metrics", timeout=10, trust_env=False).text

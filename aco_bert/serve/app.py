@@ -467,13 +467,14 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
 
 
 def app_from_env() -> FastAPI:
-    """uvicorn factory for ``--workers N``: each worker process loads the bundle named in the environment."""
+    """uvicorn factory for ``--workers N``: each worker process loads the bundle named in the environment.
+
+    Loaded before the worker accepts connections (not in the background), so no worker ever answers 503 to a
+    request another, already-ready worker would have served."""
     from aco_bert.serve.config import load_serve_config
 
-    bundle = os.environ["ACO_SERVE_BUNDLE"]
-    cfg_path = os.environ.get("ACO_SERVE_CONFIG_PATH") or None
-    config = load_serve_config(cfg_path)
-    return create_app(config=config, loader=lambda: load_router(bundle, config))
+    config = load_serve_config(os.environ.get("ACO_SERVE_CONFIG_PATH") or None)
+    return create_app(load_router(os.environ["ACO_SERVE_BUNDLE"], config), config)
 
 
 def load_router(bundle: str | Path, config: ServeConfig) -> Any:
