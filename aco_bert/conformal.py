@@ -158,7 +158,8 @@ def naive_tau(ctx: RoutingContext, success: np.ndarray, cost: np.ndarray | None 
 
 def coverage_over_splits(ctx: RoutingContext, success: np.ndarray, cost: np.ndarray, *, target: float,
                          delta: float = 0.1, n_splits: int = 200, cal_frac: float = 0.5, seed: int = 0,
-                         taus: tuple[float, ...] | np.ndarray = DEFAULT_TAUS) -> dict:
+                         taus: tuple[float, ...] | np.ndarray = DEFAULT_TAUS, fallback_tier: int | None = None
+                         ) -> dict:
     """Repeated random calibration/test splits of real held-out predictions: how often does tau_hat meet target?
 
     Reports two coverages: ``realised`` (success on the held-out half >= target; includes finite-test-set noise,
@@ -172,18 +173,26 @@ def coverage_over_splits(ctx: RoutingContext, success: np.ndarray, cost: np.ndar
     rows: list[tuple[float, float, float, bool]] = []
     # Success of every tau on the whole set, computed once.
     full = {float(t): policy_outcomes(Threshold(float(t)), ctx, success, cost) for t in taus}
+    if fallback_tier is not None:
+        from aco_bert.policies import FixedTier
+
+        full[None] = policy_outcomes(FixedTier(fallback_tier), ctx, success, cost)
+
+    def key(r: LTTResult):
+        return r.tau if r.guaranteed or fallback_tier is None else None
+
     for _ in range(n_splits):
         perm = rng.permutation(n)
         k = int(round(cal_frac * n))
         cal, test = perm[:k], perm[k:]
         sub = RoutingContext(ctx.probs[cal], ctx.exp_cost[cal], ctx.min_tier[cal])
         r = choose_tau(sub, success[cal], cost[cal], target=target, delta=delta, taus=taus)
-        s, c = full[r.tau]
+        s, c = full[key(r)]
         # Population view: an i.i.d. (with replacement) calibration draw from the whole set, judged on the whole set.
         boot = rng.integers(0, n, size=k)
         subb = RoutingContext(ctx.probs[boot], ctx.exp_cost[boot], ctx.min_tier[boot])
         rb = choose_tau(subb, success[boot], cost[boot], target=target, delta=delta, taus=taus)
-        rows.append((float(s[test].mean()), float(np.nanmean(c[test])), float(full[rb.tau][0].mean()),
+        rows.append((float(s[test].mean()), float(np.nanmean(c[test])), float(full[key(rb)][0].mean()),
                      r.guaranteed))
     arr = np.array([r[:3] for r in rows])
     return {

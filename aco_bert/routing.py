@@ -147,10 +147,14 @@ class TargetSuccess(Policy):
     """Threshold policy whose tau is certified by Learn-then-Test: success >= target w.p. >= 1 - delta.
 
     Fit it with :meth:`fit` on calibration prompts that the probabilities were *not* fitted on (out-of-fold).
+    When no tau can be certified (too few calibration prompts for the margin, or an unreachable target) it routes
+    to ``fallback_tier`` if set (typically the frontier: no saving, but no false promise either), else to the
+    most conservative tau, and ``guaranteed`` stays False.
     """
 
     target: float
     delta: float = 0.1
+    fallback_tier: int | None = None  # 0-based tier used when no tau can be certified (e.g. the frontier)
     tau: float | None = None
     guaranteed: bool = False
     name: str = "target-success"
@@ -168,8 +172,10 @@ class TargetSuccess(Policy):
     def choose(self, ctx: RoutingContext) -> np.ndarray:
         if self.tau is None:
             raise RuntimeError("TargetSuccess policy is not fitted: call .fit(calibration context, outcomes)")
+        if not self.guaranteed and self.fallback_tier is not None:
+            return np.full(ctx.shape[0], self.fallback_tier, dtype=int)
         return Threshold(self.tau).choose(ctx)
 
     def to_dict(self) -> dict:
         return {"policy": self.name, "target": self.target, "delta": self.delta, "tau": self.tau,
-                "guaranteed": self.guaranteed}
+                "guaranteed": self.guaranteed, "fallback_tier": self.fallback_tier}

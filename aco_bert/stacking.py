@@ -29,6 +29,7 @@ class StackerConfig:
     use_logits: bool = True
     use_embeddings: bool = True
     use_features: bool = True
+    logit_mean: bool = True  # add the mean logit over tiers: a shared "difficulty" score trees cannot sum up
     n_rounds: int = 150
     max_depth: int = 2
     eta: float = 0.05
@@ -123,10 +124,29 @@ class PCA:
         return cls(np.asarray(d["mean"], float), np.asarray(d["components"], float).reshape(-1, len(d["mean"])))
 
 
+def standardize_by_fold(logits: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Z-score each tier's logits within each neural fold (label-free).
+
+    Why: out-of-fold logits come from K different fold models whose logit scales differ (one fold may stop after
+    an epoch with logits near 0, another spread them over +-2); pooled raw, the fold, not the prompt, would drive
+    every downstream split. The runtime equivalent is standardising the final model's logits by its statistics
+    on the training prompts.
+    """
+    logits = np.asarray(logits, dtype=float)
+    out = np.empty_like(logits)
+    for k in np.unique(fold):
+        m = fold == k
+        mu, sd = logits[m].mean(axis=0), logits[m].std(axis=0)
+        out[m] = (logits[m] - mu) / np.where(sd > 1e-12, sd, 1.0)
+    return out
+
+
 def _design(inputs: StackInputs, cfg: StackerConfig, pca: PCA | None) -> np.ndarray:
     cols = []
     if cfg.use_logits and inputs.logits is not None:
         cols.append(inputs.logits)
+        if cfg.logit_mean:
+            cols.append(inputs.logits.mean(axis=1, keepdims=True))
     if cfg.use_embeddings and pca is not None and inputs.embeddings is not None:
         cols.append(pca.transform(inputs.embeddings))
     if cfg.use_features and inputs.features is not None:
@@ -164,6 +184,7 @@ class Stacker:
         x = _design(inputs, cfg, pca)
         layout = {
             "logits": int(inputs.logits.shape[1]) if cfg.use_logits and inputs.logits is not None else 0,
+            "logit_mean": int(bool(cfg.use_logits and inputs.logits is not None and cfg.logit_mean)),
             "pca": int(pca.components.shape[0]) if pca is not None else 0,
             "embedding_dim": int(inputs.embeddings.shape[1]) if pca is not None else 0,
             "features": int(inputs.features.shape[1]) if cfg.use_features and inputs.features is not None else 0,

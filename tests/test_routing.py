@@ -142,3 +142,15 @@ def test_target_success_on_real_swebench_with_5_tier_spec(swebench):
     assert m.cost[test, t].mean() < m.cost[test, -1].mean()  # cheaper than always-frontier
     with pytest.raises(RuntimeError, match="not fitted"):
         TargetSuccess(0.7).decide(sub)
+
+
+def test_target_success_falls_back_to_the_given_tier_when_nothing_is_certified():
+    rng = np.random.default_rng(5)
+    probs = rng.random((100, 3))
+    y = (rng.random((100, 3)) < 0.5).astype(float)
+    ctx = RoutingContext(probs, np.tile([1.0, 2.0, 3.0], (100, 1)), min_tier=np.where(np.arange(100) < 10, 1, 0))
+    pol = TargetSuccess(target=0.95, delta=0.1, fallback_tier=2).fit(ctx, y)
+    assert not pol.guaranteed
+    assert (pol.decide(ctx) == 2).all()
+    no_fb = TargetSuccess(target=0.95, delta=0.1).fit(ctx, y)
+    np.testing.assert_array_equal(no_fb.decide(ctx), Threshold(no_fb.tau).decide(ctx))

@@ -145,3 +145,21 @@ def test_real_swebench_slice_with_handcrafted_features_and_oof_file(swebench, tm
     assert p.shape == (200, 3) and (p >= 0).all() and (p <= 1).all()
     # calibrated probabilities track each tier's base rate on its own prompts
     np.testing.assert_allclose(fs.calibrator(fs.inner_oof).mean(axis=0), m.success.mean(axis=0), atol=0.02)
+
+
+def test_standardize_by_fold_removes_fold_scale_and_logit_mean_is_an_input():
+    from aco_bert.stacking import standardize_by_fold
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(200, 2))
+    fold = np.arange(200) % 4
+    scaled = z * (1 + fold)[:, None] + fold[:, None]  # each fold model on its own scale
+    out = standardize_by_fold(scaled, fold)
+    for k in range(4):
+        np.testing.assert_allclose(out[fold == k].mean(axis=0), 0, atol=1e-12)
+        np.testing.assert_allclose(out[fold == k].std(axis=0), 1, atol=1e-12)
+    inp, y = _synthetic(100)
+    with_mean = Stacker.fit(inp, y, FAST)
+    without = Stacker.fit(inp, y, StackerConfig(**{**FAST.__dict__, "logit_mean": False}))
+    assert with_mean.layout["logit_mean"] == 1 and without.layout["logit_mean"] == 0
+    assert with_mean.boosters[0].num_features() == without.boosters[0].num_features() + 1

@@ -1,0 +1,562 @@
+"""Nested cross-validated report of the whole decision layer against the zero router, on real outcomes.
+
+What it answers: does routing with learned probabilities beat simply picking (or randomly mixing) fixed models,
+once every knob is chosen without looking at the prompts it is judged on? Protocol, per outer fold:
+
+1. Probability sources, each fitted on the outer-train prompts only, each also giving *held-out* probabilities
+   for those training prompts (inner cross-fit, or the neural run's own out-of-fold logits), all isotonic-
+   calibrated on held-out predictions:
+   ``tfidf-lr`` (TF-IDF + LR baseline), ``neural-heads`` (the neural k-fold run's OOF logits of the tiers),
+   ``stacked`` (XGBoost stacker over all OOF head logits + PCA'd embeddings + handcrafted features).
+2. Expected cost: the tier mean (baseline, neural heads) or the cost regression (stacked), same protocol.
+3. Policies: Threshold (tau) and Utility (lambda) swept over fixed grids; the *selected* knob per fold comes from
+   the realised success/cost on the outer-train prompts (held-out probabilities, real outcomes) by two rules,
+   both fixed in advance of the test fold: ``[match]`` the cheapest knob whose success is at least
+   ``frontier_train - within + margin``; ``[savings]`` the best success among knobs whose cost is at most
+   ``(1 - min_savings) x frontier_train cost``. Their no-router counterparts are ``zero-router [match]`` (cheapest
+   fixed model within ``within`` of the frontier on the training prompts) and ``zero-router mix [savings]``
+   (random mixing of the two training-hull models at that budget). Target-success (Learn-then-Test) certifies a
+   tau on the same data.
+   The cascade (stacked router first, execution-feedback verifier, escalation) tunes its first-tier tau and accept
+   threshold the same way, with verifier scores from an inner cross-fit.
+4. The outer-test decisions of every fold are pooled and replayed by :mod:`aco_bert.policy_eval`.
+
+Outer folds follow the neural run's ``fold`` assignment when one is given (so a prompt's head logits came from a
+model that never saw it, and the stacker of that fold is fitted on logits of the other folds only); with
+``split: given`` the dataset's own train/test split is the single outer fold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from aco_bert.calibration import IsotonicCalibrator, calibration_report, plot_reliability
+from aco_bert.cascade import Cascade, CascadeResult, Verifier, VerifierConfig, cross_fit_verifier, trace_arrays
+from aco_bert.cost_model import CostModel, CostModelConfig, cost_errors
+from aco_bert.policies import FixedTier, Policy, RoutingContext, Threshold, Utility
+from aco_bert.routing import TargetSuccess, floors_for
+from aco_bert.splits import Fold, kfold
+from aco_bert.stacking import StackerConfig, StackInputs, fit_stack, load_oof, standardize_by_fold
+
+
+@dataclass
+class RouterEvalConfig:
+    dataset: str = "swebench-verified"
+    spec: str | None = None  # router spec (tiers, frontier, floors); default: the dataset's shipped spec
+    data_dir: str | None = None
+    oof_run: str | None = None  # neural k-fold run directory holding oof.safetensors + oof_meta.json
+    split: str = "kfold"  # "kfold" (outer K-fold; the neural run's folds when given) or "given" (train/test meta)
+    k_outer: int = 5
+    k_inner: int = 5
+    seed: int = 0
+    within: float = 0.01  # the success gap to the frontier a selected policy aims for
+    margin: float = 0.005  # safety margin added to that target when selecting on training prompts
+    min_savings: float = 0.40  # rule "savings": best training success among knobs saving at least this much
+    delta: float = 0.1  # Learn-then-Test risk level
+    normalize_logits: bool = True  # z-score neural OOF logits within each neural fold (see standardize_by_fold)
+    tfidf: bool = True
+    cascade: bool | None = None  # None: on when the data carry api_calls traces
+    # accept thresholds of the verifier (0: never escalate, so the curve reaches the first policy's own points)
+    cascade_accepts: list[float] = field(default_factory=lambda: [0.0] + [round(x, 3) for x in np.linspace(0.3, 0.95, 14)])
+    cascade_taus: list[float] = field(default_factory=lambda: [round(x, 3) for x in np.linspace(0.3, 0.95, 14)])
+    max_prompts: int | None = None  # subsample (seeded) for quick runs
+    out_dir: str | None = None
+    stacker: StackerConfig = field(default_factory=StackerConfig)
+    cost: CostModelConfig = field(default_factory=CostModelConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
+
+
+TAUS = [round(float(x), 4) for x in np.linspace(0.0, 1.0, 101)]
+
+
+def _lambdas(scale: float) -> list[float]:
+    return [0.0] + [float(x) for x in np.logspace(-3, 3, 61) / scale]
+
+
+def _realised(tiers: np.ndarray, success: np.ndarray, cost: np.ndarray) -> tuple[float, float]:
+    rows = np.arange(len(tiers))
+    s, c = success[rows, tiers], cost[rows, tiers]
+    with np.errstate(all="ignore"):
+        return float(np.nanmean(s)), float(np.nanmean(np.where(np.isnan(s), np.nan, c)))
+
+
+def select(points: Sequence[tuple[Any, float, float]], target: float) -> Any:
+    """Rule "match": the cheapest knob whose training success >= target; none -> the best success."""
+    ok = [p for p in points if p[1] >= target - 1e-12]
+    if ok:
+        return min(ok, key=lambda p: (p[2], -p[1]))[0]
+    return max(points, key=lambda p: (p[1], -p[2]))[0]
+
+
+def select_savings(points: Sequence[tuple[Any, float, float]], max_cost: float) -> Any:
+    """Rule "savings": the best training success among knobs costing <= max_cost; none -> the cheapest knob."""
+    ok = [p for p in points if p[2] <= max_cost + 1e-12]
+    if ok:
+        return max(ok, key=lambda p: (p[1], -p[2]))[0]
+    return min(points, key=lambda p: (p[2], -p[1]))[0]
+
+
+RULES = ("match", "savings")
+
+
+def _hull_mix(fixed: Sequence[tuple[int, float, float]], max_cost: float, n: int, rng: np.random.Generator
+              ) -> np.ndarray:
+    """Tiers for ``n`` prompts mixing the two zero-router hull vertices (on training points) around ``max_cost``."""
+    from aco_bert.metrics.core import upper_hull
+
+    cs = np.array([c for _, _, c in fixed])
+    ss = np.array([s for _, s, _ in fixed])
+    hx, hy = upper_hull(cs, ss)
+    tier_at = {(float(c), float(s)): t for t, s, c in fixed}
+    verts = [tier_at[(float(x), float(yv))] for x, yv in zip(hx, hy)]
+    if max_cost <= hx[0]:
+        return np.full(n, verts[0])
+    if max_cost >= hx[-1]:
+        return np.full(n, verts[-1])
+    j = int(np.searchsorted(hx, max_cost))  # hx[j-1] < max_cost <= hx[j]
+    frac_hi = (max_cost - hx[j - 1]) / (hx[j] - hx[j - 1])
+    return np.where(rng.random(n) < frac_hi, verts[j], verts[j - 1])
+
+
+def _outer_folds(cfg: RouterEvalConfig, m, neural_fold: np.ndarray | None) -> list[Fold]:
+    n = m.n_prompts
+    if cfg.split == "given":
+        if "split" not in m.meta.columns:
+            raise ValueError(f"dataset {cfg.dataset!r} has no train/test split in its prompt metadata")
+        sp = m.meta["split"].astype(str).to_numpy()
+        return [Fold(0, np.flatnonzero(sp == "train"), np.flatnonzero(sp == "test"))]
+    if cfg.split != "kfold":
+        raise ValueError(f"split must be 'kfold' or 'given', got {cfg.split!r}")
+    if neural_fold is not None:
+        ks = sorted(set(neural_fold.tolist()))
+        return [Fold(i, np.flatnonzero(neural_fold != k), np.flatnonzero(neural_fold == k)) for i, k in enumerate(ks)]
+    return kfold(m.prompt_ids, cfg.k_outer, cfg.seed)
+
+
+def _inner(ids: list[str], train: np.ndarray, k: int, seed: int) -> list[Fold]:
+    """Inner folds over the outer-train prompts, as positions *into* ``train`` (local indices)."""
+    return kfold([ids[i] for i in train], min(k, len(train)), seed)
+
+
+def _frontier_col(spec, success_tr: np.ndarray, cost_tr: np.ndarray) -> int:
+    if spec.frontier is not None:
+        return spec.models.index(spec.frontier)
+    s = np.nanmean(success_tr, axis=0)
+    c = np.nanmean(cost_tr, axis=0)
+    return int(min(range(len(s)), key=lambda t: (-s[t], c[t])))
+
+
+def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
+    """Run the nested evaluation; writes report.json / report.md / PNGs to ``cfg.out_dir`` when set."""
+    from aco_bert.data import load_outcomes
+    from aco_bert.data.registry import default_spec_name
+    from aco_bert.features import featurize
+    from aco_bert.policy_eval import Curve, evaluate_policies, replay
+    from aco_bert.spec import RouterSpec
+
+    t_start = time.time()
+    spec = RouterSpec.load(cfg.spec or default_spec_name(cfg.dataset))
+    table = load_outcomes(cfg.dataset, data_dir=cfg.data_dir)
+    m = table.matrix(spec.models)
+    if cfg.max_prompts and cfg.max_prompts < m.n_prompts:
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(m.n_prompts, cfg.max_prompts, replace=False))
+        m = m.subset(keep)
+    ids, n, n_t = m.prompt_ids, m.n_prompts, len(spec.models)
+    y, cost = m.success, m.cost
+    if np.isnan(cost).all(axis=0).any():
+        raise ValueError(f"spec tiers without any cost in {cfg.dataset!r}: "
+                         f"{[spec.models[t] for t in np.flatnonzero(np.isnan(cost).all(axis=0))]}")
+    steps = m.meta["step_type"].tolist() if "step_type" in m.meta.columns else None
+    steps = None if steps is None or all(not isinstance(s, str) for s in steps) else \
+        [s if isinstance(s, str) else None for s in steps]
+    x_feat = featurize(m.prompts, steps).astype(float)
+    min_tier = floors_for(spec, m.prompts, steps).min_tier
+    log(f"[router-eval] {cfg.dataset}: {n} prompts x {n_t} tiers ({spec.name}); "
+        f"{int((min_tier > 0).sum())} prompts with a floor")
+
+    neural = None
+    if cfg.oof_run:
+        inputs_n, meta_n, heads_cost = load_oof(cfg.oof_run, ids)
+        if cfg.normalize_logits:
+            inputs_n.logits = standardize_by_fold(inputs_n.logits, inputs_n.fold)
+        run_models = list(meta_n["models"])
+        missing = [mm for mm in spec.models if mm not in run_models]
+        cols = None if missing else [run_models.index(mm) for mm in spec.models]
+        neural = {"inputs": inputs_n, "cols": cols, "heads_cost": heads_cost, "meta": meta_n,
+                  "models": run_models}
+        log(f"[router-eval] neural OOF run {cfg.oof_run}: {len(run_models)} tiers, mean AUC "
+            f"{meta_n.get('mean_auc')}; spec tiers {'all present' if cols else 'missing: ' + str(missing)}")
+    folds = _outer_folds(cfg, m, None if neural is None or cfg.split == "given" else neural["inputs"].fold)
+    traces = trace_arrays(m)
+    do_cascade = cfg.cascade if cfg.cascade is not None else bool(np.isfinite(traces["api_calls"]).any())
+
+    srcs = ["tfidf-lr"] if cfg.tfidf else []
+    if neural is not None and neural["cols"] is not None:
+        srcs.append("neural-heads")
+    srcs.append("stacked")
+    scale = float(np.nanmean(cost[folds[0].train]))
+    grids = {"threshold": TAUS, "utility": _lambdas(scale)}
+    make = {"threshold": Threshold, "utility": Utility}
+
+    probs = {s: np.full((n, n_t), np.nan) for s in srcs}
+    exp_c = {s: np.full((n, n_t), np.nan) for s in srcs}
+    raw_stacked = np.full((n, n_t), np.nan)
+    curve_tiers = {(s, f): {k: np.zeros(n, dtype=int) for k in g} for s in srcs for f, g in grids.items()}
+    selected = {(s, f, r): np.zeros(n, dtype=int) for s in srcs for f in grids for r in RULES}
+    chosen_knobs: dict[str, list] = {f"{s}/{f}/{r}": [] for s in srcs for f in grids for r in RULES}
+    ltt_tiers = np.zeros(n, dtype=int)
+    ltt_info: list[dict] = []
+    zero_nested = np.zeros(n, dtype=int)
+    zero_mix = np.zeros(n, dtype=int)
+    rng_mix = np.random.default_rng(cfg.seed + 7)
+    cost_pred_model = np.full((n, n_t), np.nan)
+    cost_pred_mean = np.full((n, n_t), np.nan)
+    # cascade knobs, fixed across folds: first tier = Threshold(tau) on the stacked probabilities, or a fixed tier
+    # below the frontier; escalation = the most likely tier above ("argmax") or the training fold's zero-router
+    # model ("zero", or the next tier up when that one already ran); verifier accept threshold.
+    f_idx = spec.models.index(spec.frontier) if spec.frontier else n_t - 1
+    firsts = [("tau", t) for t in cfg.cascade_taus] + [("fixed", t) for t in range(f_idx)]
+    casc_combos = [(fi, esc, acc) for fi in firsts for esc in ("argmax", "zero") for acc in cfg.cascade_accepts]
+    casc_s = np.full((len(casc_combos), n), np.nan)
+    casc_c = np.full((len(casc_combos), n), np.nan)
+    casc_runs = np.zeros((len(casc_combos), n))
+    casc_sel = {r: (np.full(n, np.nan), np.full(n, np.nan), np.zeros(n)) for r in RULES}
+    casc_knobs: dict[str, list] = {r: [] for r in RULES}
+    verifier_q = np.full((n, n_t), np.nan)
+
+    for f in folds:
+        tr, te = np.asarray(f.train), np.asarray(f.test)
+        assert not np.intersect1d(tr, te).size, "outer train and test overlap"
+        inner = _inner(ids, tr, cfg.k_inner, cfg.seed + 1 + f.index)
+        fc = _frontier_col(spec, y[tr], cost[tr])
+        s_front = float(np.nanmean(y[tr, fc]))
+        target = s_front - cfg.within + cfg.margin
+        max_cost = (1 - cfg.min_savings) * float(np.nanmean(cost[tr, fc]))
+
+        def pick(points, rule):
+            return select(points, target) if rule == "match" else select_savings(points, max_cost)
+        log(f"[router-eval] fold {f.index}: train {len(tr)} test {len(te)}; train frontier "
+            f"{spec.models[fc]} {100 * s_front:.1f} % -> selection target {100 * target:.1f} %")
+        # zero router chosen on the training prompts: cheapest fixed tier within `within` of the frontier
+        fixed = [(t, *_realised(np.full(len(tr), t), y[tr], cost[tr])) for t in range(n_t)]
+        zt = select([(t, s, c) for t, s, c in fixed], s_front - cfg.within)
+        zero_nested[te] = np.maximum(zt, min_tier[te])
+        # zero-router *mix* at the savings rule's budget: random mixing of the two hull vertices around it
+        zero_mix[te] = np.maximum(_hull_mix(fixed, max_cost, len(te), rng_mix), min_tier[te])
+
+        # --- expected cost -----------------------------------------------------------------------------------
+        mean_c = np.nanmean(cost[tr], axis=0)
+        cost_mean_tr, cost_mean_te = np.tile(mean_c, (len(tr), 1)), np.tile(mean_c, (len(te), 1))
+        cost_pred_mean[te] = cost_mean_te
+        emb = neural["inputs"].embeddings if neural is not None else None
+        heads = neural["heads_cost"] if neural is not None else None
+        heads_in = None if heads is None else np.clip(heads, 0, None)  # USD, as the runtime feeds them
+        sub = lambda a, i: None if a is None else a[i]  # noqa: E731
+        cm = CostModel.fit(cost[tr], x_feat[tr], sub(emb, tr), sub(heads_in, tr), cfg.cost)
+        cost_model_te = cm.predict(len(te), x_feat[te], sub(emb, te), sub(heads_in, te))
+        cost_pred_model[te] = cost_model_te
+        cost_model_tr = np.full((len(tr), n_t), np.nan)
+        for g in inner:
+            a, b = tr[g.train], tr[g.test]
+            cmi = CostModel.fit(cost[a], x_feat[a], sub(emb, a), sub(heads_in, a), cfg.cost)
+            cost_model_tr[g.test] = cmi.predict(len(b), x_feat[b], sub(emb, b), sub(heads_in, b))
+
+        # --- probability sources -----------------------------------------------------------------------------
+        src_tr: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        src_te: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if cfg.tfidf:
+            from aco_bert.baselines import TfidfLR, oof_predict
+
+            texts_tr = [m.prompts[i] for i in tr]
+            oof = oof_predict(texts_tr, y[tr], inner)
+            cal = IsotonicCalibrator.fit(oof, y[tr])
+            te_p = cal(TfidfLR().fit(texts_tr, y[tr]).predict_proba([m.prompts[i] for i in te]))
+            src_tr["tfidf-lr"], src_te["tfidf-lr"] = (cal(oof), cost_mean_tr), (te_p, cost_mean_te)
+        if "neural-heads" in srcs:
+            lg = neural["inputs"].logits[:, neural["cols"]]
+            cal = IsotonicCalibrator.fit(lg[tr], y[tr])  # train logits are out-of-fold w.r.t. the neural run
+            # tier-mean cost: the cost heads are scored separately (diagnostics), they lose to the mean here
+            src_tr["neural-heads"] = (cal(lg[tr]), cost_mean_tr)
+            src_te["neural-heads"] = (cal(lg[te]), cost_mean_te)
+        stack_in = StackInputs(logits=None if neural is None else neural["inputs"].logits,
+                               embeddings=emb, features=x_feat)
+        fs = fit_stack(stack_in.subset(tr), y[tr], cfg.stacker, tiers=spec.models, prompt_ids=[ids[i] for i in tr])
+        raw_te = fs.stacker.predict(stack_in.subset(te))
+        raw_stacked[te] = raw_te
+        src_tr["stacked"] = (fs.calibrator(fs.inner_oof), cost_model_tr)
+        src_te["stacked"] = (fs.calibrator(raw_te), cost_model_te)
+
+        for s in srcs:
+            p_tr, c_tr = src_tr[s]
+            p_te, c_te = src_te[s]
+            probs[s][te], exp_c[s][te] = p_te, c_te
+            ctx_tr = RoutingContext(p_tr, c_tr, min_tier[tr])
+            ctx_te = RoutingContext(p_te, c_te, min_tier[te])
+            for fam, grid in grids.items():
+                pts = []
+                for k in grid:
+                    pol = make[fam](k)
+                    pts.append((k, *_realised(pol.decide(ctx_tr), y[tr], cost[tr])))
+                    curve_tiers[(s, fam)][k][te] = pol.decide(ctx_te)
+                for rule in RULES:
+                    k_sel = pick(pts, rule)
+                    chosen_knobs[f"{s}/{fam}/{rule}"].append(k_sel)
+                    selected[(s, fam, rule)][te] = make[fam](k_sel).decide(ctx_te)
+            if s == "stacked":
+                ts = TargetSuccess(target=s_front - cfg.within, delta=cfg.delta, fallback_tier=fc).fit(
+                    ctx_tr, y[tr], cost[tr])
+                ltt_tiers[te] = ts.decide(ctx_te)
+                ltt_info.append({"fold": f.index, **ts.to_dict(), "n_certified": ts.result.n_certified})
+
+        # --- cascade -----------------------------------------------------------------------------------------
+        if do_cascade:
+            p_tr, c_tr = src_tr["stacked"]
+            p_te, c_te = src_te["stacked"]
+            tr_traces = {k: v[tr] for k, v in traces.items()}
+            q_tr = np.full((len(tr), n_t), np.nan)
+            for g in inner:  # verifier scores for the training prompts from verifiers that did not see them
+                a, b = g.train, g.test
+                v = Verifier.fit(y[tr][a], {k: w[a] for k, w in tr_traces.items()}, x_feat[tr][a], p_tr[a],
+                                 cfg.verifier)
+                q_tr[b] = v.predict_all({k: w[b] for k, w in tr_traces.items()}, x_feat[tr][b], p_tr[b])
+            v = Verifier.fit(y[tr], tr_traces, x_feat[tr], p_tr, cfg.verifier, tiers=spec.models)
+            q_te = v.predict_all({k: w[te] for k, w in traces.items()}, x_feat[te], p_te)
+            verifier_q[te] = q_te
+            ctx_tr = RoutingContext(p_tr, c_tr, min_tier[tr])
+            ctx_te = RoutingContext(p_te, c_te, min_tier[te])
+            pts = []
+            for j, ((kind, val), esc_kind, acc) in enumerate(casc_combos):
+                first = Threshold(val) if kind == "tau" else FixedTier(int(val))
+                esc = Threshold(2.0) if esc_kind == "argmax" else FixedTier(int(zt))
+                r = Cascade(first, esc, acc).replay(ctx_tr, y[tr], cost[tr], q_tr)
+                pts.append((j, float(r.success.mean()), float(r.cost.mean())))
+                rt = Cascade(first, esc, acc).replay(ctx_te, y[te], cost[te], q_te)
+                casc_s[j, te], casc_c[j, te] = rt.success, rt.cost
+                casc_runs[j, te] = [len(x) for x in rt.runs]
+            for rule in RULES:
+                j = pick(pts, rule)
+                (kind, val), esc_kind, acc = casc_combos[j]
+                casc_knobs[rule].append({"first": f"{kind}={val}", "escalate": esc_kind, "accept": acc})
+                for arr, src in zip(casc_sel[rule], (casc_s, casc_c, casc_runs)):
+                    arr[te] = src[j, te]
+        log(f"[router-eval] fold {f.index} done ({time.time() - t_start:.0f} s)")
+
+    # --- pooled replay through the evaluator --------------------------------------------------------------------
+    decisions = {"zero-router [match]": zero_nested, "zero-router mix [savings]": zero_mix}
+    for s in srcs:
+        for fam in grids:
+            for rule in RULES:
+                decisions[f"{s} {fam} [{rule}]"] = selected[(s, fam, rule)]
+    decisions["stacked target-success (LTT)"] = ltt_tiers
+    decision_curves = {f"{s} {fam}": [(k, t) for k, t in curve_tiers[(s, fam)].items()]
+                       for s in srcs for fam in grids}
+    report = evaluate_policies(m, spec.models, decisions=decisions, decision_curves=decision_curves,
+                               min_tier=min_tier, frontier=spec.frontier, within=cfg.within, seed=cfg.seed,
+                               dataset=cfg.dataset)
+    fcost = report.get("always-frontier").cost_per_task
+    if do_cascade:
+        from aco_bert.metrics.core import curve_metrics, savings
+
+        from aco_bert.policy_eval import PolicyResult
+
+        def _pr(name, s, c, runs, param=None):
+            return PolicyResult(name=name, success=float(np.nanmean(s)), cost_per_task=float(np.nanmean(c)),
+                                n=int(np.isfinite(s).sum()), chosen={"mean_runs": float(np.mean(runs))},
+                                kind="learned", param=param, savings_vs_frontier=savings(float(np.nanmean(c)), fcost))
+
+        for rule in RULES:
+            report.policies.insert(len(report.policies) - n_t, _pr(f"stacked + cascade [{rule}]", *casc_sel[rule]))
+        cpts = [_pr(f"cascade@{k}={v}/{e}/{a}", casc_s[j], casc_c[j], casc_runs[j], param=float(j))
+                for j, ((k, v), e, a) in enumerate(casc_combos)]
+        report.curves["stacked + cascade"] = Curve("stacked + cascade", cpts, kind="learned")
+        r = report.metrics["range"]
+        if r["strong_success"] > r["weak_success"]:
+            report.metrics["stacked + cascade"] = curve_metrics(
+                [p.cost_per_task for p in cpts], [p.success for p in cpts],
+                (r["weak_cost"], r["weak_success"]), (r["strong_cost"], r["strong_success"])).to_dict()
+
+    # --- diagnostics ---------------------------------------------------------------------------------------------
+    from aco_bert.baselines import mean_auc, per_tier_auc
+    from aco_bert.conformal import coverage_over_splits
+    from aco_bert.metrics.core import hull_value
+
+    hx, hy = report.curves["zero-router"].hull()
+    diag: dict[str, Any] = {"auc": {}, "calibration": {}}
+    for s in srcs:
+        a = per_tier_auc(y, probs[s])
+        diag["auc"][s] = {"mean": mean_auc(a), "per_tier": [None if not math.isfinite(v) else float(v) for v in a]}
+        diag["calibration"][s] = calibration_report(probs[s], y, spec.models)
+    diag["calibration"]["stacked (uncalibrated)"] = calibration_report(raw_stacked, y, spec.models)
+    diag["cost_model"] = {"mean": cost_errors(cost_pred_mean, cost), "xgb": cost_errors(cost_pred_model, cost)}
+    if neural is not None and neural["heads_cost"] is not None and neural["cols"] is not None:
+        diag["cost_model"]["neural cost heads"] = cost_errors(np.clip(neural["heads_cost"][:, neural["cols"]], 0, None),
+                                                             cost)
+    for k in ("mean", "xgb", "neural cost heads"):
+        if k in diag["cost_model"]:
+            for kk in ("mae_per_tier", "log_error_per_tier"):
+                diag["cost_model"][k].pop(kk, None)
+    if do_cascade:
+        diag["verifier_auc"] = [None if not math.isfinite(v) else float(v) for v in per_tier_auc(y, verifier_q)]
+    diag["chosen_knobs"] = chosen_knobs
+    diag["cascade_knobs"] = casc_knobs
+    diag["ltt"] = ltt_info
+    ctx_all = RoutingContext(probs["stacked"], exp_c["stacked"], min_tier)
+    s_front_all = report.get("always-frontier").success
+    diag["conformal_coverage"] = []
+    for tgt in sorted({round(s_front_all - cfg.within, 4), round(s_front_all - 0.04, 4)}, reverse=True):
+        diag["conformal_coverage"].append(coverage_over_splits(
+            ctx_all, y, cost, target=tgt, delta=cfg.delta, n_splits=200, seed=cfg.seed,
+            fallback_tier=spec.models.index(report.frontier)))
+    rows = []
+    for p in report.policies:
+        if p.kind == "fixed":
+            continue
+        h = float(hull_value(hx, hy, p.cost_per_task))
+        rows.append({**p.to_dict(), "hull_success_at_cost": h, "vs_hull_pts": 100 * (p.success - h)})
+    out = {
+        "config": dataclasses.asdict(cfg), "dataset": cfg.dataset, "spec": spec.name, "models": spec.models,
+        "n_prompts": n, "n_folds": len(folds), "sources": srcs, "table": rows,
+        "evaluator": report.to_dict(), "diagnostics": diag, "seconds": time.time() - t_start,
+        "neural_run": None if neural is None else {"dir": cfg.oof_run, "mean_auc": neural["meta"].get("mean_auc"),
+                                                    "config": neural["meta"].get("config")},
+    }
+    out["markdown"] = markdown(out)
+    if cfg.out_dir:
+        od = Path(cfg.out_dir)
+        od.mkdir(parents=True, exist_ok=True)
+        (od / "report.json").write_text(json.dumps(_finite(out), indent=1, allow_nan=False))
+        (od / "report.md").write_text(out["markdown"])
+        plot_curves(report, od / "cost_quality.png", title=f"{cfg.dataset} ({spec.name}): nested CV, {n} prompts")
+        plot_reliability(probs["stacked"], y, od / "reliability_stacked.png", spec.models,
+                         title="stacked + isotonic, pooled outer-test predictions")
+        plot_reliability(raw_stacked, y, od / "reliability_stacked_raw.png", spec.models,
+                         title="stacked before calibration, pooled outer-test predictions")
+    return out
+
+
+def plot_curves(report, path: str | Path, title: str = "") -> Path:
+    """Cost-quality PNG: full range and a zoom on the frontier region (linear cost axis, so hulls are straight).
+
+    Fixed models, the zero-router hull, each learned family's hull (its pooled nested-CV test points), the nested
+    selected operating points, and the oracle.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(14, 6), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
+    fixed = [p for p in report.policies if p.kind == "fixed"]
+    front = report.get("always-frontier")
+    learned_curves = {k: c for k, c in report.curves.items() if c.kind == "learned"}
+    colors = {}
+    cmap = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+            "tab:cyan"]
+    for i, k in enumerate(learned_curves):
+        colors[k] = cmap[i % len(cmap)]
+    for ai, ax in enumerate(axes):
+        ax.scatter([p.cost_per_task for p in fixed], [100 * p.success for p in fixed], s=16, color="0.5", zorder=3,
+                   label="fixed models" if ai == 0 else None)
+        hx, hy = report.curves["zero-router"].hull()
+        ax.plot(hx, 100 * hy, color="black", lw=2.2, label="zero-router hull" if ai == 0 else None, zorder=2)
+        for k, c in learned_curves.items():
+            cx, cy = c.hull()
+            ax.plot(cx, 100 * cy, color=colors[k], lw=1.2, alpha=0.9, label=f"{k} (hull)" if ai == 0 else None)
+        if ai == 0:
+            o = report.get("oracle")
+            ax.scatter([o.cost_per_task], [100 * o.success], marker="*", s=150, color="tab:green", label="oracle")
+        for p in report.policies:
+            if p.kind != "learned" or not math.isfinite(p.cost_per_task):
+                continue
+            ax.scatter([p.cost_per_task], [100 * p.success], marker="^" if "[match]" in p.name else "v", s=36,
+                       edgecolor="black", linewidth=0.5, zorder=5, label=p.name if ai == 1 else None)
+        ax.scatter([front.cost_per_task], [100 * front.success], marker="D", s=50, color="tab:purple", zorder=6,
+                   label=f"always-frontier ({front.model})" if ai == 0 else None)
+        ax.axvline(0.63 * front.cost_per_task, color="0.6", ls=":", lw=1)
+        ax.axhline(100 * (front.success - 0.01), color="0.6", ls=":", lw=1)
+        ax.set_xlabel("cost per task (USD)")
+        ax.set_ylabel("success (%)")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_title(title or report.dataset, fontsize=9)
+    axes[1].set_xlim(0.3 * front.cost_per_task, 1.15 * front.cost_per_task)
+    axes[1].set_ylim(100 * front.success - 7, 100 * front.success + 2.5)
+    axes[1].set_title("zoom: frontier region (dotted: 37 % savings, frontier - 1 pt)", fontsize=9)
+    axes[0].legend(fontsize=6, loc="lower right")
+    axes[1].legend(fontsize=5.5, loc="lower right", ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.ndarray):
+        return _finite(x.tolist())
+    return x
+
+
+def _usd(v: float | None) -> str:
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    return f"${v:.4f}" if abs(v) >= 0.01 else f"${v:.4g}"
+
+
+def markdown(out: dict) -> str:
+    """The report tables: policies, curve metrics, AUC/calibration, cost model, conformal coverage."""
+    ev = out["evaluator"]
+    lines = [f"## {out['dataset']} / {out['spec']}: {out['n_prompts']} prompts, {len(out['models'])} tiers, "
+             f"nested CV ({out['n_folds']} outer folds)", "",
+             "| Policy | Success | Cost/Task | Savings vs frontier | Zero-router hull at that cost | vs hull |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in out["table"]:
+        label = f"{r['name']} ({r['model']})" if r.get("model") else r["name"]
+        sv = r.get("savings_vs_frontier")
+        lines.append(f"| {label} | {100 * r['success']:.1f} % | {_usd(r['cost_per_task'])} | "
+                     f"{'-' if sv is None or not math.isfinite(sv) else f'{100 * sv:.1f} %'} | "
+                     f"{100 * r['hull_success_at_cost']:.1f} % | {r['vs_hull_pts']:+.1f} pt |")
+    mets = {k: v for k, v in ev["metrics"].items() if k != "range"}
+    if mets:
+        lines += ["", "| Curve | AIQ | APGR |", "|---|---:|---:|"]
+        for k, v in mets.items():
+            lines.append(f"| {k} | {v['aiq']:.4f} | {v['apgr']:.3f} |")
+    d = out["diagnostics"]
+    lines += ["", "| Source | mean AUC (pooled outer test) | mean ECE | mean ECE (equal mass) | mean Brier |",
+              "|---|---:|---:|---:|---:|"]
+    for s, rep in d["calibration"].items():
+        auc = d["auc"].get(s, {}).get("mean")
+        f = lambda k: float(np.nanmean([r[k] for r in rep]))  # noqa: E731
+        lines.append(f"| {s} | {'-' if auc is None else f'{auc:.3f}'} | {f('ece'):.3f} | {f('ece_mass'):.3f} | "
+                     f"{f('brier'):.4f} |")
+    lines += ["", "| Expected cost | MAE (USD) | mean abs log error |", "|---|---:|---:|"]
+    for k, v in d["cost_model"].items():
+        lines.append(f"| {k} | {v['mae']:.4f} | {v['log_error']:.3f} |")
+    if d.get("conformal_coverage"):
+        lines += ["", "| LTT target | delta | cal size | population coverage | realised coverage | "
+                      "mean test success | mean test cost | certified |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for c in d["conformal_coverage"]:
+            lines.append(f"| {100 * c['target']:.1f} % | {c['delta']} | {c['cal_size']} | "
+                         f"{100 * c['population_coverage']:.1f} % | {100 * c['realised_coverage']:.1f} % | "
+                         f"{100 * c['mean_test_success']:.1f} % | {_usd(c['mean_test_cost'])} | "
+                         f"{100 * c['frac_certified']:.0f} % |")
+    if d.get("verifier_auc"):
+        v = [a for a in d["verifier_auc"] if a is not None]
+        lines += ["", f"Cascade verifier (real traces), pooled outer-test AUC per tier: "
+                      f"{', '.join(f'{a:.3f}' for a in v)} (mean {np.mean(v):.3f})"]
+    return "\n".join(lines)
