@@ -634,3 +634,20 @@ def test_cli_serves_a_bundle(bundle_dir, router, workers):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_load_test_script_runs_bounded_on_loopback_only(server, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("load_test", REPO / "scripts" / "load_test.py")
+    lt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lt)
+    rc = lt.main(["--url", server.url, "--clients", "3", "--duration", "1", "--warmup", "0", "--max-requests", "40"])
+    out = capsys.readouterr().out
+    row = next(ln for ln in out.splitlines() if ln.startswith("| route"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert rc == 0 and cells[0] == "route" and int(cells[3]) <= 40 and int(cells[5]) == 0 and int(cells[6]) == 0
+    for bad in (["--url", "http://10.1.2.3:8000"], ["--url", server.url, "--clients", "1000"],
+                ["--url", server.url, "--duration", "3600"]):
+        with pytest.raises(SystemExit):
+            lt.main(bad)
