@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from aco_bert.data.schema import STEP_TYPES
-from aco_bert.decision import Decision, RoutingInputError
+from aco_bert.decision import BundleError, Decision, RoutingInputError
 from aco_bert.io_tables import Chunk, InputError, TableSource, open_table
 
 ON_ERROR = ("mark", "stop")
@@ -597,9 +597,13 @@ def score_dataset(cfg: ScoreConfig, *, router: Any = None, loader: Callable[...,
             n_rows += ch.n
             n_chunks += 1
             if ch.columns is None:
-                if prog.done[ch.index]["rows"] != ch.n or prog.done[ch.index]["start"] != ch.start:
+                saved = prog.done[ch.index]
+                if saved["rows"] != ch.n or saved["start"] != ch.start:
                     raise InputError(f"chunk {ch.index} of {src.location} changed size since the saved run; "
                                      "rerun with --fresh")
+                if cfg.on_error == "stop" and saved["errors"]:  # saved by an earlier --on-error mark run
+                    row, reason = saved["errors"][0]
+                    raise ScoreError(f"stopped at bad row {row}: {reason}", row=row)
                 bar.update(ch.n)
                 continue
             yield ch
@@ -819,7 +823,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ScoreError as e:
         print(f"score: {e}", file=sys.stderr)
         return 1
-    except (InputError, ValueError, FileNotFoundError) as e:
+    except (InputError, ValueError, FileNotFoundError, BundleError) as e:
         print(f"score: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

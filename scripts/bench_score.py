@@ -8,7 +8,7 @@ Prompts are real SWE-bench Verified issue texts (from ``$ACO_BERT_DATA_DIR``) cu
 2. **Memory**: ``python -m aco_bert.score`` in a fresh subprocess on N and growth*N rows; peak RSS of each child
    (``wait4`` rusage). Chunked streaming should keep it flat.
 
-    python scripts/bench_score.py --bundle BUNDLE [--rows 2000] [--growth 10] [--batch-size 32]
+    python scripts/bench_score.py --bundle BUNDLE [--rows 1000] [--growth 10] [--batch-size 32] [--chunk-size 256]
 
 Targets (issue 7): >= 300 prompts/s for int8 at batch 32 with prompts <= 128 tokens; peak RSS flat (within ~10 %)
 as the input grows 10x.
@@ -79,10 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", required=True)
     ap.add_argument("--data-dir", default=os.environ.get("ACO_BERT_DATA_DIR", str(REPO.parent / "shared" / "data")))
-    ap.add_argument("--rows", type=int, default=2000, help="throughput rows and the smaller memory run")
+    ap.add_argument("--rows", type=int, default=1000, help="throughput rows and the smaller memory run")
     ap.add_argument("--growth", type=int, default=10, help="the larger memory run has rows * growth rows")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--chunk-size", type=int, default=1024)
+    ap.add_argument("--chunk-size", type=int, default=256, help="small, so even the smaller memory run spans chunks")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--fp32", action="store_true", help="benchmark the fp32 model instead of int8")
     ap.add_argument("--skip-memory", action="store_true")

@@ -206,6 +206,14 @@ def test_on_error_stop_names_the_row(bundle, router, texts, tmp_path, capsys):
     rc = main(["--bundle", bundle, "--input", str(inp), "--output", str(tmp_path / "o2.parquet"),
                "--on-error", "stop", "--no-progress", "--chunk-size", "64"])
     assert rc == 1 and "bad row 3" in capsys.readouterr().err
+    # a chunk saved (marked) by an interrupted --on-error mark run still stops a resumed --on-error stop run
+    out = tmp_path / "o3.parquet"
+    with pytest.raises(_Crash):
+        score_dataset(_cfg(bundle, inp, out), router=router, log=_quiet,
+                      on_chunk=lambda r: (_ for _ in ()).throw(_Crash()))
+    with pytest.raises(ScoreError, match="bad row 3") as e:
+        score_dataset(_cfg(bundle, inp, out, on_error="stop"), router=router, log=_quiet)
+    assert e.value.row == 3
 
 
 def test_whole_input_errors_are_clear(bundle, tmp_path, capsys):
