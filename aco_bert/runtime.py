@@ -263,7 +263,7 @@ class Router:
     sessions, tokenizers and XGBoost boosters may be shared across threads)."""
 
     def __init__(self, bundle_dir: Path, manifest: dict[str, Any], config: dict[str, Any], session, tokenizer,
-                 layer: DecisionLayer, int8: bool, max_batch: int = DEFAULT_MAX_BATCH):
+                 layer: DecisionLayer, int8: bool, max_batch: int = DEFAULT_MAX_BATCH, int8_batching: bool = False):
         from aco_bert.tokenization import pad_token_id
 
         self.bundle_dir, self.manifest, self.config = bundle_dir, manifest, config
@@ -275,6 +275,7 @@ class Router:
         self.tail_tokens = model.get("tail_tokens")
         self.pad_id = pad_token_id(tokenizer)
         self.max_batch = int(max_batch)
+        self.int8_batching = bool(int8_batching)
         self.output_names = [o.name for o in session.get_outputs()]
         self.input_names = [i.name for i in session.get_inputs()]
         missing = {"logits", "pooled"} - set(self.output_names)
@@ -289,10 +290,11 @@ class Router:
     # --- loading ----------------------------------------------------------------------------------------------
     @classmethod
     def load(cls, bundle_dir: str | Path, int8: bool | None = None, verify: bool = True, threads: int | None = None,
-             max_batch: int = DEFAULT_MAX_BATCH) -> "Router":
+             max_batch: int = DEFAULT_MAX_BATCH, int8_batching: bool = False) -> "Router":
         """Load a bundle. ``int8=None`` uses ``model.int8.onnx`` when the bundle has one; ``verify`` checks the
         sha256 of every file first; ``threads`` sets ONNX Runtime's intra-op threads (default: $ACO_BERT_ORT_THREADS,
-        else ONNX Runtime's own default)."""
+        else ONNX Runtime's own default); ``int8_batching`` batches the int8 model too (faster for many short
+        prompts, but a prompt's result then depends slightly on its batch-mates, see :meth:`infer`)."""
         import onnxruntime as ort
 
         from aco_bert.tokenization import load_tokenizer
@@ -323,7 +325,7 @@ class Router:
         except Exception as e:  # onnxruntime raises its own exception types
             raise BundleError(f"{root}: cannot load {onnx_path.name} or the tokenizer: {e}") from e
         layer = DecisionLayer(root, spec, config["routing"])
-        return cls(root, manifest, config, session, tokenizer, layer, use_int8, max_batch)
+        return cls(root, manifest, config, session, tokenizer, layer, use_int8, max_batch, int8_batching)
 
     # --- the pipeline, stage by stage (public so the exporter and the benchmark can time / feed each) ----------
     def encode(self, texts: Sequence[str]) -> Encoded:
@@ -340,14 +342,28 @@ class Router:
         return dict(zip(self.output_names, outs))
 
     def infer(self, texts: Sequence[str]) -> tuple[Encoded, dict[str, np.ndarray]]:
-        """Tokenise + forward in chunks of ``max_batch`` (prompts of similar length together, less padding)."""
+        """Tokenise + forward in chunks of ``max_batch`` (prompts of similar length together, less padding).
+
+        The int8 model runs one prompt per call (unless loaded with ``int8_batching=True``): dynamic quantisation
+        takes one activation range per tensor, i.e. over the whole padded batch, so a batched prompt's int8
+        output would depend on which other prompts share its batch (server micro-batches, scorer chunks)."""
         n = len(texts)
+        if self.int8 and not self.int8_batching:
+            enc = self.encode(texts)
+            parts: dict[str, np.ndarray] = {}
+            for i in range(n):
+                out = self.forward({k: v[i: i + 1, : enc.n_tokens[i]] for k, v in enc.feed.items()})
+                for k, v in out.items():
+                    if k not in parts:
+                        parts[k] = np.empty((n,) + v.shape[1:], dtype=v.dtype)
+                    parts[k][i] = v[0]
+            return enc, parts
         if n <= self.max_batch:
             enc = self.encode(texts)
             return enc, self.forward(enc.feed)
         full = self.encode(texts)  # for the counts; the chunks re-pad
         order = np.argsort(np.asarray(full.n_tokens), kind="stable")
-        parts: dict[str, np.ndarray] = {}
+        parts = {}
         for s in range(0, n, self.max_batch):
             idx = order[s: s + self.max_batch]
             width = max(full.n_tokens[i] for i in idx)

@@ -56,7 +56,8 @@ def test_manifest_hashes_every_file_and_records_versions_parity_and_fusion(tiny_
     assert par["fp32"]["max_abs_dp"] <= 1e-4 and par["fp32"]["decision_agreement"] >= 0.99
     assert par["int8"]["max_abs_dp"] <= 0.03 and par["int8"]["max_abs_auc_change"] <= 0.005
     assert len(par["int8"]["head_auc_int8"]) == len(manifest["models"])
-    assert manifest["int8"]["per_channel"] is True
+    assert manifest["int8"]["per_channel"] is True and manifest["int8"]["scheme"] == par["int8_attempts"][-1]["scheme"]
+    assert par["int8_attempts"][-1]["passed"] and not par["failures"]
     assert manifest["validation"]["oof"]["per_tier_auc"]  # the run's out-of-fold AUCs travel with the bundle
 
 
@@ -177,3 +178,21 @@ def test_minilm_export_fuses_attention_and_matches_torch(tmp_path):
         lo = s.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         dp = np.abs(1 / (1 + np.exp(-lo)) - 1 / (1 + np.exp(-ref["logits"]))).max()
         assert dp <= tol, (name, dp)
+
+
+def test_int8_schemes_keep_the_ffn_down_projections_in_fp32(run_dir, tmp_path):
+    import onnx
+
+    from aco_bert.export import _down_projections, export_onnx, optimize_onnx, quantize_int8
+    from aco_bert.modeling import RouterModel
+
+    model = RouterModel.from_pretrained(run_dir / "final", attn_implementation="eager").eval()
+    export_onnx(model, tmp_path / "raw.onnx")
+    optimize_onnx(tmp_path / "raw.onnx", tmp_path / "m.onnx", model.encoder.config)
+    down = _down_projections(tmp_path / "m.onnx")
+    assert len(down) == 2 and all("lin2" in n for n in down)  # DistilBERT ffn.lin2: 64 -> 32, one per layer
+    for scheme, kept in (("all", set()), ("ffn_down_fp32", set(down))):
+        info = quantize_int8(tmp_path / "m.onnx", tmp_path / f"{scheme}.onnx", scheme)
+        ops = {n.name: n.op_type for n in onnx.load(str(tmp_path / f"{scheme}.onnx")).graph.node}
+        assert {n for n in down if ops.get(n) == "MatMul"} == kept and set(info["fp32_nodes"]) == kept
+        assert "MatMulInteger" in ops.values() and "QAttention" in ops.values()
