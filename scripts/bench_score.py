@@ -5,8 +5,8 @@ Prompts are real SWE-bench Verified issue texts (from ``$ACO_BERT_DATA_DIR``) cu
 
 1. **Throughput** (in this process): ``Router.route_batch`` alone at ``--batch-size``, and the whole scorer
    (jsonl in -> chunks -> parquet out) on the same prompts.
-2. **Memory**: ``python -m aco_bert.score`` in a fresh subprocess on N and growth*N rows; peak RSS of each child
-   (``wait4`` rusage). Chunked streaming should keep it flat.
+2. **Memory**: ``aco_bert.score.main`` in a fresh subprocess on N and growth*N rows; peak RSS (VmHWM) of each
+   child. Chunked streaming should keep it flat.
 
     python scripts/bench_score.py --bundle BUNDLE [--rows 1000] [--growth 10] [--batch-size 32] [--chunk-size 256]
 
@@ -62,17 +62,28 @@ def write_jsonl(path: Path, prompts: list[str], n: int) -> None:
             f.write(json.dumps({"id": f"p{i}", "prompt": prompts[i % len(prompts)]}) + "\n")
 
 
-def child_peak_rss(cmd: list[str]) -> tuple[float, float, int]:
-    """(peak RSS MiB, wall s, return code) of one subprocess."""
+_CHILD = """
+import sys
+from aco_bert.score import main
+rc = main(sys.argv[1:])
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print("VmHWM_KB", int(hwm.split()[1]), file=sys.stderr)
+sys.exit(rc)
+"""
+
+
+def child_peak_rss(args: list[str]) -> tuple[float, float]:
+    """(peak RSS MiB, wall s) of ``python -m aco_bert.score ARGS`` in a fresh process.
+
+    Peak RSS is the child's own VmHWM (high-water mark of its address space, reset at exec); the rusage maxrss of
+    a forked child would also count the pages it briefly shared with this (large) parent before exec."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
-    _, status, ru = os.wait4(p.pid, 0)
+    r = subprocess.run([sys.executable, "-c", _CHILD, *args], cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    err = p.stderr.read().decode() if p.stderr else ""
-    if p.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{err[-2000:]}")
-    return ru.ru_maxrss / 1024, wall, p.returncode
+    if r.returncode != 0:
+        sys.exit(f"aco_bert.score {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-2000:]}")
+    kb = next(int(line.split()[1]) for line in r.stderr.splitlines() if line.startswith("VmHWM_KB"))
+    return kb / 1024, wall
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             for n in (a.rows, a.rows * a.growth):
                 inp = tdp / f"in_{n}.jsonl"
                 write_jsonl(inp, prompts, n)
-                cmd = [sys.executable, "-m", "aco_bert.score", "--bundle", a.bundle, "--input", str(inp),
-                       "--output", str(tdp / f"out_{n}.parquet"), "--chunk-size", str(a.chunk_size),
-                       "--batch-size", str(a.batch_size), "--no-progress", "--fp32" if a.fp32 else "--int8"]
-                rss, wall, _ = child_peak_rss(cmd)
+                args = ["--bundle", a.bundle, "--input", str(inp), "--output", str(tdp / f"out_{n}.parquet"),
+                        "--chunk-size", str(a.chunk_size), "--batch-size", str(a.batch_size), "--no-progress",
+                        "--fp32" if a.fp32 else "--int8"]
+                rss, wall = child_peak_rss(args)
                 mem.append((n, inp.stat().st_size / 2**20, rss, wall))
 
     load_after = os.getloadavg()[0]
