@@ -37,7 +37,9 @@ class RouterModelConfig:
     encoder_config: dict[str, Any] | None = None  # build a randomly initialised encoder, e.g. {"model_type": "distilbert", "dim": 32}
     tokenizer: str | None = None  # tokenizer source when it differs from the encoder (random encoders)
     pooling: str = "mean"
+    normalize: bool = False  # L2-normalise the pooled embedding before the heads (MiniLM is trained for cosine)
     dropout: float = 0.1
+    success_rank: int | None = None  # None: Linear(H, T); r: Linear(H, r) -> Linear(r, T), a bottleneck shared by tiers
     cost_heads: bool = False  # per-tier regression of log1p(cost USD)
     aux_heads: dict[str, int] = field(default_factory=dict)  # name -> number of classes
     aux_labels: dict[str, list[str]] = field(default_factory=dict)  # name -> class names (index order)
@@ -53,6 +55,8 @@ class RouterModelConfig:
             raise ValueError("RouterModelConfig: no tier models")
         if self.pooling not in POOLINGS:
             raise ValueError(f"RouterModelConfig: pooling {self.pooling!r} not in {POOLINGS}")
+        if self.success_rank is not None and int(self.success_rank) < 1:
+            raise ValueError(f"RouterModelConfig: success_rank must be >= 1, got {self.success_rank}")
         if self.truncation not in TRUNCATION_STRATEGIES:
             raise ValueError(f"RouterModelConfig: truncation {self.truncation!r} not in {TRUNCATION_STRATEGIES}")
         for name, n in self.aux_heads.items():
@@ -116,12 +120,19 @@ class RouterModel(nn.Module):
         self.encoder = encoder if encoder is not None else build_encoder(config)
         h = int(self.encoder.config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
-        self.success_head = nn.Linear(h, config.n_tiers)
+        # Tier outcomes are strongly correlated (a hard issue is hard for every model): a low-rank head shares one
+        # small "difficulty" subspace across tiers instead of fitting T independent directions on few prompts.
+        if config.success_rank:
+            self.success_head: nn.Module = nn.Sequential(nn.Linear(h, int(config.success_rank), bias=False),
+                                                         nn.Linear(int(config.success_rank), config.n_tiers))
+        else:
+            self.success_head = nn.Linear(h, config.n_tiers)
         self.cost_head = nn.Linear(h, config.n_tiers) if config.cost_heads else None
         self.aux_heads = nn.ModuleDict({k: nn.Linear(h, int(n)) for k, n in config.aux_heads.items()})
-        for lin in [self.success_head, self.cost_head, *self.aux_heads.values()]:
-            if lin is not None:
-                nn.init.normal_(lin.weight, std=0.02)
+        heads = [self.success_head, self.aux_heads] + ([self.cost_head] if self.cost_head is not None else [])
+        for lin in [m for h in heads for m in h.modules() if isinstance(m, nn.Linear)]:
+            nn.init.normal_(lin.weight, std=0.02)
+            if lin.bias is not None:
                 nn.init.zeros_(lin.bias)
 
     @property
@@ -140,7 +151,8 @@ class RouterModel(nn.Module):
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
     def heads(self, pooled: torch.Tensor) -> RouterOutput:
-        x = self.dropout(pooled)
+        """Success/cost/aux heads on a pooled embedding (as returned by :meth:`encode`)."""
+        x = self.dropout(self._head_input(pooled))
         return RouterOutput(
             logits=self.success_head(x),
             pooled=pooled,
@@ -162,7 +174,10 @@ class RouterModel(nn.Module):
     def export_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Plain-tensor forward for ONNX export: (success logits (B, T), pooled (B, H)); dropout off in eval()."""
         pooled = self.encode(input_ids, attention_mask)
-        return self.success_head(self.dropout(pooled)), pooled
+        return self.success_head(self.dropout(self._head_input(pooled))), pooled
+
+    def _head_input(self, pooled: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(pooled, dim=-1) if self.config.normalize else pooled
 
     def set_attn_implementation(self, attn_implementation: str) -> None:
         """Switch the encoder's attention kernel (e.g. "eager" before ONNX export)."""

@@ -126,7 +126,8 @@ def load_router_data(cfg: TrainConfig) -> RouterData:
 def model_config_for(cfg: TrainConfig, data: RouterData) -> RouterModelConfig:
     return RouterModelConfig(
         models=data.models, encoder=cfg.encoder, encoder_config=cfg.encoder_config, tokenizer=cfg.tokenizer,
-        pooling=cfg.pooling, dropout=cfg.dropout, cost_heads=cfg.cost_heads,
+        pooling=cfg.pooling, normalize=cfg.normalize, dropout=cfg.dropout, success_rank=cfg.success_rank,
+        cost_heads=cfg.cost_heads,
         aux_heads={k: len(v) for k, v in data.aux_labels.items()}, aux_labels=data.aux_labels,
         max_length=cfg.max_length, truncation=cfg.truncation, tail_tokens=cfg.tail_tokens,
         attn_implementation=cfg.attn_implementation, spec=data.spec, dataset=data.dataset)
@@ -308,7 +309,7 @@ def _load_optimizer(optimizer, directory: Path) -> None:
 def save_training_state(accelerator, model, optimizer, scheduler, state: TrainerState, work_dir: Path,
                         keep: int = 1) -> Path:
     """Write ``<work_dir>/state/step_N`` (weights, AdamW moments, scheduler, counters); keep the newest ``keep``."""
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
 
     root = work_dir / STATE_DIR
     final = root / f"step_{state.global_step:08d}"
@@ -316,7 +317,7 @@ def save_training_state(accelerator, model, optimizer, scheduler, state: Trainer
         tmp = root / f".tmp_step_{state.global_step:08d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_model(accelerator.unwrap_model(model), str(tmp / "model.safetensors"))
+        save_file(_trainable_state(accelerator.unwrap_model(model)), str(tmp / "model.safetensors"))
         _save_optimizer(optimizer, tmp)
         _write_json(tmp / "scheduler.json", scheduler.state_dict())
         if accelerator.scaler is not None:
@@ -330,16 +331,32 @@ def save_training_state(accelerator, model, optimizer, scheduler, state: Trainer
     return final
 
 
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters training changes. Frozen ones are rebuilt from the config (pretrained or seeded weights),
+    so a frozen-encoder checkpoint holds the heads only."""
+    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_trainable_state(model: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    saved = load_file(str(path))
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if saved.keys() != params.keys():
+        raise ValueError(f"{path}: trainable parameters differ from this model's "
+                         f"(missing {sorted(params.keys() - saved.keys())[:5]}, extra {sorted(saved.keys() - params.keys())[:5]})")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(saved[n].to(p.device, p.dtype))
+
+
 def latest_state_dir(work_dir: Path) -> Path | None:
     steps = sorted((work_dir / STATE_DIR).glob("step_*"))
     return steps[-1] if steps else None
 
 
 def load_training_state(accelerator, model, optimizer, scheduler, directory: Path) -> TrainerState:
-    from safetensors.torch import load_model
-
-    load_model(accelerator.unwrap_model(model), str(directory / "model.safetensors"), strict=True,
-               device=str(accelerator.device))
+    _load_trainable_state(accelerator.unwrap_model(model), directory / "model.safetensors")
     _load_optimizer(optimizer, directory)
     scheduler.load_state_dict(json.loads((directory / "scheduler.json").read_text()))
     if accelerator.scaler is not None and (directory / "scaler.json").exists():
@@ -557,6 +574,7 @@ def fit(cfg: TrainConfig, data: RouterData, train_idx: np.ndarray, val_idx: np.n
                     state.epoch, state.step_in_epoch)
     elif not cfg.resume:
         shutil.rmtree(work_dir / STATE_DIR, ignore_errors=True)
+        (work_dir / "best_params.safetensors").unlink(missing_ok=True)
 
     log_path = work_dir / "metrics.jsonl"
     higher_better = cfg.metric_for_best == "mean_auc"
@@ -570,9 +588,15 @@ def fit(cfg: TrainConfig, data: RouterData, train_idx: np.ndarray, val_idx: np.n
         if accelerator.trackers:
             accelerator.log(scalars, step=state.global_step)
 
+    best_params = work_dir / "best_params.safetensors"  # trainable weights of the best epoch so far
+
     def save_best() -> None:
         if main:
-            accelerator.unwrap_model(model).save_pretrained(best_dir)
+            from safetensors.torch import save_file
+
+            tmp = best_params.with_suffix(".tmp")
+            save_file(_trainable_state(accelerator.unwrap_model(model)), str(tmp))
+            tmp.replace(best_params)
         accelerator.wait_for_everyone()
 
     bar = tqdm(total=max_steps, initial=state.global_step, desc=f"train {tag}".strip(),
@@ -664,13 +688,14 @@ def fit(cfg: TrainConfig, data: RouterData, train_idx: np.ndarray, val_idx: np.n
 
     if val_dl is None:  # nothing to select on: the last model is the model
         state.best_epoch, state.best_step = state.epoch, state.global_step
-        save_best()
+    else:
+        _load_trainable_state(accelerator.unwrap_model(model), best_params)
+    if main:
+        accelerator.unwrap_model(model).save_pretrained(best_dir)
+        best_params.unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
     metrics: dict[str, Any] = {}
     if val_dl is not None:
-        from safetensors.torch import load_model
-
-        load_model(accelerator.unwrap_model(model), str(best_dir / "model.safetensors"), strict=True,
-                   device=str(accelerator.device))
         pred = predict(model, val_dl, accelerator, data.n_prompts)
         metrics = tier_metrics(pred["logits"][val_idx], data.targets[val_idx])
     sps = state.train_samples / state.train_seconds if state.train_seconds > 0 else float("nan")
@@ -743,8 +768,16 @@ def train(cfg: TrainConfig) -> TrainResult:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
+    threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig) -> TrainResult:
     out = cfg.resolved_output_dir
     if cfg.resume and (out / RESULT_FILE).exists():
         logger.info("%s already finished; returning its result", out)

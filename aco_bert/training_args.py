@@ -29,7 +29,9 @@ class TrainConfig:
     encoder_config: dict[str, Any] | None = None  # random-init encoder, e.g. {model_type: distilbert, dim: 32, ...}
     tokenizer: str | None = None  # defaults to the encoder's own
     pooling: str = "mean"
+    normalize: bool = False  # L2-normalise pooled embeddings before the heads
     dropout: float = 0.1
+    success_rank: int | None = None  # low-rank success head shared by the tiers (None: one Linear(H, T))
     cost_heads: bool = False
     aux_targets: list[str] = field(default_factory=list)  # matrix.meta columns used as auxiliary CE targets
     attn_implementation: str | None = None

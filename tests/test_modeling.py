@@ -215,3 +215,25 @@ def test_partial_freeze():
     assert all(p.requires_grad for p in model.head_parameters())
     model.freeze_encoder()
     assert all(not p.requires_grad for p in model.encoder.parameters())
+
+
+def test_low_rank_normalised_head(tmp_path, tok, texts):
+    torch.manual_seed(3)
+    model = RouterModel(tiny_config(success_rank=2, normalize=True, cost_heads=False, aux_heads={}))
+    b = {k: torch.from_numpy(v) for k, v in encode_batch(tok, texts, 64).items()}
+    out = model(**b)
+    assert out.logits.shape == (len(texts), 4)
+    assert not torch.allclose(out.pooled.norm(dim=-1), torch.ones(len(texts)))  # `pooled` stays the raw embedding
+    scaled = model(pooled=out.pooled * 7.0).logits  # the heads see the L2-normalised embedding
+    torch.testing.assert_close(scaled, out.logits)
+    targets = torch.ones(len(texts), 4)
+    targets[:, 1] = float("nan")
+    masked_bce_with_logits(out.logits, targets).backward()
+    up = model.success_head[1]
+    assert torch.count_nonzero(up.weight.grad[1]) == 0 and up.bias.grad[1] == 0
+    assert torch.count_nonzero(up.weight.grad[0]) > 0
+    model.eval().save_pretrained(tmp_path / "r")
+    again = RouterModel.from_pretrained(tmp_path / "r")
+    assert torch.equal(again(**b).logits, model(**b).logits)
+    with pytest.raises(ValueError, match="success_rank"):
+        tiny_config(success_rank=0)

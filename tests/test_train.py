@@ -151,20 +151,25 @@ def test_kfold_writes_the_stacking_contract(tmp_path, data_dir, spec_path):
     assert final.config.models == FIVE and r.model_dir.endswith("final")
 
 
-def test_frozen_encoder_embeds_once(tmp_path, data_dir, spec_path):
-    cfg = cfg_for(tmp_path, data_dir, spec_path, kfold=2, freeze_encoder=True, num_epochs=3, max_prompts=30,
-                  learning_rate=1e-2, batch_size=8, val_fraction=0.2)
-    train(cfg)
+def test_frozen_encoder_embeds_once_and_kfold_resumes(tmp_path, data_dir, spec_path):
+    kw = dict(kfold=2, freeze_encoder=True, num_epochs=3, max_prompts=30, learning_rate=1e-2, batch_size=8,
+              val_fraction=0.2, normalize=True, success_rank=2)
+    train(cfg_for(tmp_path, data_dir, spec_path, **kw))
     cached = list((tmp_path / "cache").glob("*.safetensors"))
     assert len(cached) == 1
     emb = load_file(str(cached[0]))["embeddings"]
     oof = load_file(str(tmp_path / "run" / "oof.safetensors"))
     np.testing.assert_allclose(oof["embeddings"], emb, rtol=0, atol=1e-6)  # the encoder never moved
     mtime = cached[0].stat().st_mtime_ns
-    train(cfg_for(tmp_path, data_dir, spec_path, kfold=2, freeze_encoder=True, num_epochs=3, max_prompts=30,
-                  learning_rate=1e-2, batch_size=8, val_fraction=0.2, output_dir=str(tmp_path / "run2")))
+    # killed inside fold 0 (frozen: the resumable state holds the heads only), then resumed: same predictions
+    run2 = str(tmp_path / "run2")
+    killed = train(cfg_for(tmp_path, data_dir, spec_path, output_dir=run2, stop_after_steps=4, **kw))
+    assert killed.stopped and not (tmp_path / "run2" / "oof.safetensors").exists()
+    state = next((tmp_path / "run2" / "fold_0" / "state").iterdir())
+    assert all(k.startswith(("success_head", "cost_head", "aux_heads")) for k in load_file(str(state / "model.safetensors")))
+    train(cfg_for(tmp_path, data_dir, spec_path, output_dir=run2, resume=True, **kw))
+    np.testing.assert_allclose(load_file(run2 + "/oof.safetensors")["logits"], oof["logits"], rtol=0, atol=1e-6)
     assert cached[0].stat().st_mtime_ns == mtime and len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
-    np.testing.assert_array_equal(load_file(str(tmp_path / "run2" / "oof.safetensors"))["logits"], oof["logits"])
 
 
 def test_holdout_split(tmp_path, data_dir, spec_path):
