@@ -224,7 +224,8 @@ def quantize_int8(src: str | Path, dst: str | Path, scheme: str = "all") -> dict
 @dataclass
 class ValidationSlice:
     texts: list[str]
-    labels: np.ndarray | None  # (N, T) success, NaN = unknown
+    labels: np.ndarray | None  # (N, T) success of the spec's tiers, NaN = unknown
+    head_labels: np.ndarray | None = None  # (N, H) success of the heads' tiers (= labels when they coincide)
     prompt_ids: list[str] = field(default_factory=list)
     in_training: int = 0  # how many slice prompts the exported model was trained on
     source: str = ""
@@ -236,8 +237,10 @@ def _load_matrix(dataset: str, models: Sequence[str], data_dir: str | None, opti
     return load_outcomes(dataset, data_dir=data_dir, **(options or {})).matrix(list(models))
 
 
-def validation_slice(matrix, n: int, seed: int, trained_ids: set[str] | None) -> ValidationSlice:
-    """A seeded random slice of ``n`` prompts, taking prompts the model was not trained on first."""
+def validation_slice(matrix, n: int, seed: int, trained_ids: set[str] | None, spec_models: Sequence[str],
+                     head_models: Sequence[str]) -> ValidationSlice:
+    """A seeded random slice of ``n`` prompts, taking prompts the model was not trained on first; labels for the
+    spec's tiers and for the heads' tiers (``matrix`` holds both)."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(matrix.n_prompts)
     if trained_ids:
@@ -245,8 +248,11 @@ def validation_slice(matrix, n: int, seed: int, trained_ids: set[str] | None) ->
                                 [i for i in order if matrix.prompt_ids[i] in trained_ids]]).astype(int)
     idx = np.sort(order[:n])
     ids = [matrix.prompt_ids[i] for i in idx]
-    return ValidationSlice([matrix.prompts[i] for i in idx], np.asarray(matrix.success, float)[idx], ids,
-                           sum(1 for p in ids if trained_ids and p in trained_ids))
+    succ = np.asarray(matrix.success, float)[idx]
+    col = {m: j for j, m in enumerate(matrix.models)}
+    return ValidationSlice([matrix.prompts[i] for i in idx], succ[:, [col[m] for m in spec_models]],
+                           head_labels=succ[:, [col[m] for m in head_models]], prompt_ids=ids,
+                           in_training=sum(1 for p in ids if trained_ids and p in trained_ids))
 
 
 def auc_per_tier(probs: np.ndarray, labels: np.ndarray) -> list[float | None]:
@@ -314,15 +320,23 @@ def _heads_decision_layer(run_dir: Path, models: list[str], matrix, out: Path, s
             "oof": {k: meta.get(k) for k in ("per_tier_auc", "mean_auc", "n_folds")}}
 
 
+def stack_spec_name(stack: Path) -> str | None:
+    """The spec the stacking stage fitted for (``stack_report.json`` config), when it says."""
+    f = stack / "stack_report.json"
+    if f.exists():
+        return (json.loads(f.read_text()).get("config") or {}).get("spec")
+    return None
+
+
 def _stacked_decision_layer(stack: Path, models: list[str], out: Path) -> dict[str, Any]:
-    """Copy the stacking stage's artifacts into the bundle (checked to load and to match the tiers)."""
+    """Copy the stacking stage's artifacts into the bundle (checked to load and to match the spec's tiers)."""
     from aco_bert.calibration import IsotonicCalibrator
     from aco_bert.stacking import Stacker
 
     st_dir = stack / B.STACKER_DIR if (stack / B.STACKER_DIR).exists() else stack
     st = Stacker.load(st_dir)
-    if st.n_tiers != len(models):
-        raise ExportError(f"{st_dir}: stacker has {st.n_tiers} tiers, the model {len(models)}")
+    if list(st.tiers) != list(models):
+        raise ExportError(f"{st_dir}: stacker tiers {st.tiers} are not the spec's {models}")
     cal_file = next((stack / n for n in STACK_CALIBRATOR_NAMES if (stack / n).exists()), None)
     if cal_file is None:
         raise ExportError(f"{stack}: no calibrator ({' or '.join(STACK_CALIBRATOR_NAMES)}) for the stacker's output")
@@ -410,7 +424,7 @@ def _torch_reference(router, model, texts: list[str], batch: int = 32):
 
 
 def compare_to_torch(router, texts: list[str], ref: dict[str, np.ndarray], torch_dec: list,
-                     labels: np.ndarray | None, tag: str) -> dict[str, Any]:
+                     labels: np.ndarray | None, tag: str, head_labels: np.ndarray | None = None) -> dict[str, Any]:
     """One ORT router against the torch reference: head |dp|, calibrated |dp|, pooled |d|, decision agreement,
     per-tier AUCs of the heads and of the router's final probabilities."""
     t = time.perf_counter()
@@ -425,7 +439,8 @@ def compare_to_torch(router, texts: list[str], ref: dict[str, np.ndarray], torch
         "decision_agreement": float(np.mean([a.tier == b.tier for a, b in zip(dec, torch_dec)])),
         "seconds": round(time.perf_counter() - t, 3)}
     if labels is not None:
-        a_t, a_o = auc_per_tier(p_ref, labels), auc_per_tier(p, labels)
+        hl = labels if head_labels is None else head_labels
+        a_t, a_o = auc_per_tier(p_ref, hl), auc_per_tier(p, hl)
         r["head_auc_torch"], r[f"head_auc_{tag}"] = a_t, a_o
         ch = [abs(x - y) for x, y in zip(a_t, a_o) if x is not None and y is not None]
         r["max_abs_auc_change"] = max(ch, default=0.0)
@@ -464,7 +479,7 @@ def parity_report(model, bundle_dir: Path, vs: ValidationSlice, cfg: ExportConfi
     ref, torch_dec = _torch_reference(r32, model, texts)
     rep: dict[str, Any] = {"n_prompts": len(texts), "source": vs.source, "prompts_in_training": vs.in_training,
                            "torch_seconds": round(time.perf_counter() - t0, 3)}
-    rep["fp32"] = compare_to_torch(r32, texts, ref, torch_dec, vs.labels, "fp32")
+    rep["fp32"] = compare_to_torch(r32, texts, ref, torch_dec, vs.labels, "fp32", vs.head_labels)
     failed = fp32_failures(rep["fp32"], cfg)
     if cfg.int8 and not failed:
         schemes = [cfg.int8_scheme] if cfg.int8_scheme else list(INT8_SCHEMES)
@@ -472,7 +487,7 @@ def parity_report(model, bundle_dir: Path, vs: ValidationSlice, cfg: ExportConfi
         for scheme in schemes:
             quant = quantize_int8(bundle_dir / B.MODEL_FP32, bundle_dir / B.MODEL_INT8, scheme)
             r8 = Router.load(bundle_dir, int8=True, verify=False, threads=cfg.threads)
-            q = compare_to_torch(r8, texts, ref, torch_dec, vs.labels, "int8")
+            q = compare_to_torch(r8, texts, ref, torch_dec, vs.labels, "int8", vs.head_labels)
             q["decision_agreement_vs_fp32"] = float(np.mean(
                 [a.tier == b.tier for a, b in zip(r8.route_batch(texts), r32.route_batch(texts))]))
             bad = int8_failures(q, cfg)
@@ -513,13 +528,17 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _spec_for(model_config, run_dir: Path):
+def _spec_for(model_config, run_dir: Path, stack: Path | None = None):
+    """The bundle's tiers. Heads-only: the model's own tiers (one head each). Stacked: the spec the stacker was
+    fitted for, which may route among a subset of the heads' tiers (every head logit is a stacker input)."""
     from aco_bert.spec import RouterSpec, Tier
 
-    if model_config.spec:
-        spec = RouterSpec.load(model_config.spec)
-        if spec.models != list(model_config.models):
-            raise ExportError(f"spec {model_config.spec!r} tiers {spec.models} differ from the model's {model_config.models}")
+    name = (stack_spec_name(stack) if stack is not None else None) or model_config.spec
+    if name:
+        spec = RouterSpec.load(name)
+        if stack is None and spec.models != list(model_config.models):
+            raise ExportError(f"spec {name!r} tiers {spec.models} differ from the model's {model_config.models}; "
+                              "a different tier set needs a stacker (--stack)")
         return spec
     return RouterSpec(name=run_dir.name, tiers=[Tier(model=m) for m in model_config.models],
                       dataset=model_config.dataset)
@@ -545,7 +564,8 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     data_dir = cfg.data_dir or train_cfg.get("data_dir")
     model = RouterModel.from_pretrained(model_dir, attn_implementation="eager").eval()
     mc = model.config
-    spec = _spec_for(mc, run_dir)
+    stack = _find_stack_dir(cfg, run_dir)
+    spec = _spec_for(mc, run_dir, stack)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     work = Path(tempfile.mkdtemp(prefix=".export-work.", dir=out.parent))
@@ -569,21 +589,30 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
             raise ExportError(f"{model_dir}: no tokenizer.json next to the model")
         # 5. decision layer
         matrix = None
-        if mc.dataset:
+        dataset = spec.dataset or mc.dataset
+        if dataset:
             try:
-                matrix = _load_matrix(mc.dataset, mc.models, data_dir, train_cfg.get("dataset_options") or {})
+                matrix = _load_matrix(dataset, list(dict.fromkeys(list(mc.models) + spec.models)), data_dir,
+                                      train_cfg.get("dataset_options") or {})
             except (FileNotFoundError, OSError, ValueError) as e:
-                logger.warning("dataset %r not loadable (%s): no labelled validation slice", mc.dataset, e)
-        stack = _find_stack_dir(cfg, run_dir)
+                logger.warning("dataset %r not loadable (%s): no labelled validation slice", dataset, e)
         calib = None
         if stack is not None:
-            mode, base = "stacked", _stacked_decision_layer(stack, list(mc.models), tmp)["routing"]
+            mode, base = "stacked", _stacked_decision_layer(stack, spec.models, tmp)["routing"]
             if not (tmp / B.COST_MODEL_DIR / "manifest.json").exists():
                 if matrix is None:
                     raise ExportError(f"{stack} has no cost_model/ and the dataset is unavailable for mean costs")
                 from aco_bert.cost_model import CostModel, CostModelConfig
 
-                CostModel.fit(matrix.cost, cfg=CostModelConfig(method="mean"), tiers=mc.models).save(tmp / B.COST_MODEL_DIR)
+                cols = [matrix.models.index(m_) for m_ in spec.models]
+                CostModel.fit(np.asarray(matrix.cost, float)[:, cols], cfg=CostModelConfig(method="mean"),
+                              tiers=spec.models).save(tmp / B.COST_MODEL_DIR)
+            missing = [m_ for m_ in spec.models if m_ not in mc.models]
+            if missing and model.cost_head is not None:
+                from aco_bert.cost_model import CostModel
+
+                if (CostModel.load(tmp / B.COST_MODEL_DIR).layout or {}).get("heads"):
+                    raise ExportError(f"the cost model reads the neural cost heads, but tiers {missing} have none")
         else:
             if matrix is None:
                 raise ExportError("heads-only export needs the training dataset (labels for calibration); "
@@ -600,7 +629,8 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
             "routing": _json_safe(routing),
             "model": {"max_length": int(mc.max_length), "truncation": mc.truncation, "tail_tokens": mc.tail_tokens,
                       "pooling": mc.pooling, "encoder": mc.encoder, "n_tiers": mc.n_tiers,
-                      "hidden_size": int(model.hidden_size), "inputs": ["input_ids", "attention_mask"],
+                      "hidden_size": int(model.hidden_size), "head_models": list(mc.models),
+                      "inputs": ["input_ids", "attention_mask"],
                       "outputs": outputs, "opset": cfg.opset},
         }
         (tmp / B.ROUTER_YAML).write_text(yaml.safe_dump(router_yaml, sort_keys=False, allow_unicode=True))
@@ -616,8 +646,9 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
         if oof_meta.exists() and model_dir.name == "final":
             trained = set(json.loads(oof_meta.read_text())["prompt_ids"])
         if matrix is not None and cfg.validation_slice > 0:
-            vs = validation_slice(matrix, min(cfg.validation_slice, matrix.n_prompts), cfg.seed, trained or None)
-            vs.source = f"{mc.dataset}: {len(vs.texts)} seeded random prompts (untrained first)"
+            vs = validation_slice(matrix, min(cfg.validation_slice, matrix.n_prompts), cfg.seed, trained or None,
+                                  spec.models, list(mc.models))
+            vs.source = f"{dataset}: {len(vs.texts)} seeded random prompts (untrained first)"
         else:
             vs = ValidationSlice(list(FALLBACK_PROMPTS), None, source="built-in prompts (no labelled data)")
         B.write_manifest(tmp, {"mode": mode})  # provisional, so the parity Router loads a well-formed bundle
@@ -633,8 +664,9 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
         info = {
             "mode": mode,
             "spec": spec.name,
-            "dataset": mc.dataset,
-            "models": list(mc.models),
+            "dataset": dataset,
+            "models": list(spec.models),
+            "head_models": list(mc.models),
             "encoder": {"name": mc.encoder, "model_type": getattr(model.encoder.config, "model_type", None),
                         "hidden_size": int(model.hidden_size), "layers": n_layers, "max_length": int(mc.max_length),
                         "attn_implementation": "eager", "fused_ops": fused, "opset": cfg.opset},

@@ -75,11 +75,12 @@ class Encoded:
 class DecisionLayer:
     """Everything after the encoder: stacker or heads -> calibration -> expected cost -> floors -> policy."""
 
-    def __init__(self, bundle_dir: Path, spec: RouterSpec, routing: dict[str, Any]):
+    def __init__(self, bundle_dir: Path, spec: RouterSpec, routing: dict[str, Any],
+                 head_models: Sequence[str] | None = None):
         from aco_bert.calibration import IsotonicCalibrator
         from aco_bert.cost_model import CostModel
 
-        self.spec, self.routing = spec, dict(routing)
+        self.spec, self.routing, self.head_models = spec, dict(routing), head_models
         self.mode = self.routing.get("mode", "heads")
         if self.mode not in MODES:
             raise BundleError(f"{bundle_dir}: routing.mode {self.mode!r} not in {MODES}")
@@ -142,10 +143,13 @@ class DecisionLayer:
         return out
 
     def _cost_heads(self, outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The neural cost heads in the spec's tier order (the heads may cover more tiers than the spec)."""
         raw = outputs.get("cost")
         if raw is None:
             return None
         raw = np.asarray(raw, dtype=np.float64)
+        if self.head_models is not None and list(self.head_models) != self.spec.models:
+            raw = raw[:, [list(self.head_models).index(m) for m in self.spec.models]]
         if self.cost_heads_input == "log1p":
             return raw
         if self.cost_heads_input == "usd":
@@ -324,7 +328,7 @@ class Router:
             tokenizer = load_tokenizer(root / B.TOKENIZER_DIR)
         except Exception as e:  # onnxruntime raises its own exception types
             raise BundleError(f"{root}: cannot load {onnx_path.name} or the tokenizer: {e}") from e
-        layer = DecisionLayer(root, spec, config["routing"])
+        layer = DecisionLayer(root, spec, config["routing"], config["model"].get("head_models"))
         return cls(root, manifest, config, session, tokenizer, layer, use_int8, max_batch, int8_batching)
 
     # --- the pipeline, stage by stage (public so the exporter and the benchmark can time / feed each) ----------

@@ -32,7 +32,8 @@ def swebench(data_dir):
 _BUNDLE_SOURCES = ("aco_bert/bundle.py", "aco_bert/export.py", "aco_bert/runtime.py", "aco_bert/testing.py",
                    "aco_bert/modeling.py", "aco_bert/train.py", "aco_bert/training_args.py", "aco_bert/stacking.py",
                    "aco_bert/calibration.py", "aco_bert/cost_model.py", "aco_bert/cascade.py", "aco_bert/features.py",
-                   "aco_bert/tokenization.py", "aco_bert/routing.py", "configs/tiny-test.yaml")
+                   "aco_bert/tokenization.py", "aco_bert/routing.py", "aco_bert/stack.py", "aco_bert/router_eval.py",
+                   "aco_bert/policies.py", "aco_bert/conformal.py", "configs/tiny-test.yaml")
 
 
 def _bundle_source_key() -> str:
