@@ -59,6 +59,125 @@ def make_policy(cfg: dict[str, Any]):
     raise BundleError(f"unknown routing policy {name!r}; expected one of {POLICIES}")
 
 
+class TreeEnsemble:
+    """Several XGBoost boosters (one per tier) evaluated together in numpy: (n, F) inputs -> (n, K) predictions.
+
+    Why: a stacked bundle calls 2 boosters per tier per request (stacker + cost model); through XGBoost's Python
+    API each call costs ~0.1 ms of overhead even for 30 depth-2 trees, i.e. milliseconds per decision at 24 tiers.
+    Here every tree of every booster is one flat node array and a batch descends all trees at once.
+
+    Exactness: splits are XGBoost's (float32 ``x < threshold``, missing -> the node's default direction); the
+    base margin is read off XGBoost itself (its margin minus the tree sum on a probe row), and :meth:`check`
+    compares against ``inplace_predict`` on probe rows at load -- any disagreement (an unsupported model type,
+    a format change) makes the caller fall back to XGBoost.
+    """
+
+    SUPPORTED = {"binary:logistic": "sigmoid", "reg:squarederror": "identity", "reg:linear": "identity"}
+
+    def __init__(self, boosters: Sequence, n_features: int):
+        import json as _json
+
+        feat, thr, left, right, dleft, val, starts, roots = [], [], [], [], [], [], [], []
+        self.links: list[str] = []
+        depth, total, n_trees = 1, 0, 0
+        for b in boosters:
+            m = _json.loads(b.save_raw("json"))
+            learner = m["learner"]
+            gb = learner["gradient_booster"]
+            obj = learner["objective"]["name"]
+            if gb.get("name") != "gbtree" or obj not in self.SUPPORTED:
+                raise NotImplementedError(f"booster {gb.get('name')}/{obj}")
+            self.links.append(self.SUPPORTED[obj])
+            starts.append(n_trees)
+            for tree in gb["model"]["trees"]:
+                if any(tree.get("split_type", [])) or tree.get("categories"):
+                    raise NotImplementedError("categorical splits")
+                lc = np.asarray(tree["left_children"], dtype=np.int64)
+                rc = np.asarray(tree["right_children"], dtype=np.int64)
+                n = len(lc)
+                leaf = lc == -1
+                idx = np.arange(n)
+                feat.append(np.where(leaf, 0, np.asarray(tree["split_indices"], dtype=np.int64)))
+                cond = np.asarray(tree["split_conditions"], dtype=np.float32)
+                thr.append(np.where(leaf, np.float32(0), cond))
+                val.append(np.where(leaf, cond, np.float32(0)))
+                left.append(np.where(leaf, idx, lc) + total)  # a leaf points at itself: fixed-depth descent
+                right.append(np.where(leaf, idx, rc) + total)
+                dleft.append(np.asarray(tree["default_left"], dtype=bool))
+                roots.append(total)
+                depth = max(depth, self._depth(lc, rc))
+                total += n
+                n_trees += 1
+        self.n_features = int(n_features)
+        self.feat, self.thr = np.concatenate(feat), np.concatenate(thr).astype(np.float32)
+        self.left, self.right = np.concatenate(left), np.concatenate(right)
+        self.dleft, self.val = np.concatenate(dleft), np.concatenate(val).astype(np.float32)
+        self.roots, self.starts, self.depth = np.asarray(roots), np.asarray(starts), depth
+        self.n_trees = n_trees
+        self.offset = np.zeros(len(boosters))
+        probe = self._probe(4)
+        margin = np.stack([b.inplace_predict(probe, predict_type="margin") for b in boosters], axis=1)
+        self.offset = (margin - self.margins(probe)).mean(axis=0)
+
+    @staticmethod
+    def _depth(lc: np.ndarray, rc: np.ndarray) -> int:
+        d, frontier = 0, [0]
+        while frontier:
+            nxt = [c for i in frontier for c in (lc[i], rc[i]) if c != -1]
+            d, frontier = d + (1 if nxt else 0), nxt
+        return max(d, 1)
+
+    def _probe(self, n: int) -> np.ndarray:
+        rng = np.random.default_rng(0)
+        x = (rng.standard_normal((n, self.n_features)) * 2).astype(np.float32)
+        x[1, ::3] = np.nan
+        # rows that sit right at split thresholds exercise both sides of many splits
+        used = self.feat[self.left != np.arange(len(self.left))]
+        cut = self.thr[self.left != np.arange(len(self.left))]
+        if used.size:
+            x[2, used] = cut
+            x[3, used] = np.nextafter(cut, np.float32(-np.inf))
+        return x
+
+    def margins(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        n = x.shape[0]
+        node = np.broadcast_to(self.roots, (n, self.n_trees)).copy()
+        rows = np.arange(n)[:, None]
+        for _ in range(self.depth):
+            v = x[rows, self.feat[node]]
+            go_left = np.where(np.isnan(v), self.dleft[node], v < self.thr[node])
+            node = np.where(go_left, self.left[node], self.right[node])
+        vals = self.val[node].astype(np.float64)
+        return np.add.reduceat(vals, self.starts, axis=1) + self.offset
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        m = self.margins(x)
+        for k, link in enumerate(self.links):
+            if link == "sigmoid":
+                m[:, k] = 1.0 / (1.0 + np.exp(-m[:, k]))
+        return m
+
+    def check(self, boosters: Sequence, tol: float = 1e-5) -> float:
+        """Largest |difference| to XGBoost's own predictions on probe rows (callers fall back above ``tol``)."""
+        x = np.concatenate([self._probe(4), np.random.default_rng(1).uniform(-5, 5, (12, self.n_features))
+                            .astype(np.float32)])
+        want = np.stack([b.inplace_predict(x) for b in boosters], axis=1)
+        return float(np.max(np.abs(self.predict(x) - want)))
+
+
+def _fast_forest(boosters: list, n_features: int) -> TreeEnsemble | None:
+    """A :class:`TreeEnsemble` over the non-None ``boosters`` if it reproduces XGBoost, else None."""
+    live = [b for b in boosters if b is not None]
+    if not live or os.environ.get("ACO_BERT_NO_FAST_TREES"):
+        return None
+    try:
+        te = TreeEnsemble(live, n_features)
+        return te if te.check(live) <= 1e-5 else None
+    except (NotImplementedError, KeyError, ValueError, TypeError):
+        return None
+
+
 @dataclass
 class Encoded:
     """A tokenised batch: the ONNX feed plus per-prompt token counts (after truncation) and truncation flags."""
@@ -110,6 +229,15 @@ class DecisionLayer:
         # which on a busy 2-core box costs ~5 ms per call instead of ~0.1 ms.
         for b in self._boosters():
             b.set_param({"nthread": 1})
+        self.stack_forest = self.cost_forest = None
+        if self.stacker is not None:
+            live = [b for b in self.stacker.boosters if b is not None]
+            self.stack_forest = _fast_forest(live, live[0].num_features()) if live else None
+        live = [b for b in self.cost_model.boosters if b is not None]
+        self.cost_forest = _fast_forest(live, live[0].num_features()) if live else None
+        self.verifier_forest = None
+        if self.verifier is not None:
+            self.verifier_forest = _fast_forest([self.verifier.booster], self.verifier.booster.num_features())
         self.policy = make_policy(self.routing)
         self.per_step = {k: make_policy(v) for k, v in (self.routing.get("per_step") or {}).items()}
         self.cascade = dict(self.routing.get("cascade") or {})
@@ -127,7 +255,7 @@ class DecisionLayer:
         """Uncalibrated (P, T) scores: the stacker's output, or the heads' sigmoid.
 
         Same numbers as :meth:`aco_bert.stacking.Stacker.predict` (a test checks it), computed with the stacker's
-        own design matrix and ``inplace_predict``, which skips building a DMatrix per call (thread-safe too)."""
+        own design matrix and :class:`TreeEnsemble` (else ``inplace_predict``: no DMatrix per call)."""
         if self.stacker is None:
             return _sigmoid(outputs["logits"])
         from aco_bert.stacking import StackInputs, _design
@@ -138,8 +266,13 @@ class DecisionLayer:
                              features=features if lay.get("features") else None)
         x = _design(inputs, st.cfg, st.pca)
         out = np.empty((inputs.n, st.n_tiers))
+        live = [t for t, b in enumerate(st.boosters) if b is not None]
+        fast = self.stack_forest.predict(x) if self.stack_forest is not None else None
         for t, b in enumerate(st.boosters):
-            out[:, t] = st.base_rate[t] if b is None else b.inplace_predict(x)
+            if b is None:
+                out[:, t] = st.base_rate[t]
+            else:
+                out[:, t] = fast[:, live.index(t)] if fast is not None else b.inplace_predict(x)
         return out
 
     def _cost_heads(self, outputs: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -173,9 +306,13 @@ class DecisionLayer:
         want = lay.get("features", 0) + lay.get("pca", 0) + lay.get("heads", 0)
         if x is None or x.shape[1] != want:
             raise BundleError(f"cost model expects {want} input columns ({lay}), got {None if x is None else x.shape}")
+        fast = self.cost_forest.predict(x) if self.cost_forest is not None else None
+        k = 0
         for t, b in enumerate(cm.boosters):
             if b is not None:
-                out[:, t] = np.maximum(np.exp(b.inplace_predict(x)) * cm.smear[t] - EPS, 0.0)
+                pred = fast[:, k] if fast is not None else b.inplace_predict(x)
+                out[:, t] = np.maximum(np.exp(pred) * cm.smear[t] - EPS, 0.0)
+                k += 1
         return out
 
     def probs_costs(self, outputs: dict[str, np.ndarray], features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -440,7 +577,8 @@ class Router:
                         feats.astype(float) if v.cfg.use_prompt_features else None)
             if x.shape[1] != v.n_features:
                 raise BundleError(f"verifier expects {v.n_features} inputs, got {x.shape[1]}")
-            score = float(v.booster.inplace_predict(x)[0])
+            vf = self.layer.verifier_forest
+            score = float(vf.predict(x)[0, 0] if vf is not None else v.booster.inplace_predict(x)[0])
         else:
             score = prior
             reasons.append("no verifier in bundle: using the router's prior P(success) of the tier that ran")

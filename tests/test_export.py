@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from aco_bert import bundle as B
+from aco_bert.decision import BundleError
 from aco_bert.export import ExportConfig, ExportError, export, main, resolve_model_dir, torch_outputs
 from aco_bert.runtime import Router
 
@@ -125,18 +126,29 @@ def test_runtime_decisions_equal_the_torch_pipeline_on_unseen_real_prompts(tiny_
 
 def test_failed_gate_rejects_the_export_and_writes_nothing(run_dir, data_dir, tmp_path):
     out = tmp_path / "rejected"
-    cfg = ExportConfig(checkpoint=str(run_dir), out=str(out), data_dir=str(data_dir), heads_only=True,
-                       validation_slice=32, fp32_tol=-1.0, threads=1)  # an impossible gate
+    base = dict(checkpoint=str(run_dir), out=str(out), data_dir=str(data_dir), heads_only=True, validation_slice=32,
+                threads=1)
     with pytest.raises(ExportError, match="fp32 vs torch max"):
-        export(cfg)
+        export(ExportConfig(**base, fp32_tol=-1.0))  # an impossible gate
     assert not out.exists() and list(tmp_path.iterdir()) == []  # no bundle, no temp leftovers
+    with pytest.raises(ExportError, match=r"int8 \(all\).*int8 \(ffn_down_fp32\)"):
+        export(ExportConfig(**base, int8=True, int8_tol=-1.0))  # every int8 scheme tried, none passes
+    assert list(tmp_path.iterdir()) == []
+    # --int8-optional: ship fp32 only, say so in the manifest
     rc = main(["--checkpoint", str(run_dir), "--out", str(out), "--data-dir", str(data_dir), "--heads-only",
-               "--validation-slice", "32", "--cascade-accept", "2"])  # accept > 1: never accepts, still valid
-    assert rc == 0 and B.verify_bundle(out)["mode"] == "heads"
-    assert main(["--checkpoint", str(run_dir), "--out", str(out), "--data-dir", str(data_dir)]) == 1  # exists
+               "--validation-slice", "32", "--int8", "--int8-optional", "--int8-tol", "-1",
+               "--cascade-accept", "2"])  # accept > 1: the cascade never accepts, still a valid bundle
+    assert rc == 0
+    man = B.verify_bundle(out)
+    assert man["mode"] == "heads" and not (out / B.MODEL_INT8).exists() and len(man["parity"]["int8_rejected"]) == 2
+    assert man["parity"]["gates"]["int8_max_abs_dp"] == -1.0  # the gates used are recorded
+    with pytest.raises(BundleError, match="no model.int8.onnx"):
+        Router.load(out, int8=True)
     r = Router.load(out)
+    assert not r.int8
     e = r.escalate("fix the flaky test", 1, {"api_calls": 3})
     assert not e.accept and e.next_tier is not None and e.next_tier > 1
+    assert main(["--checkpoint", str(run_dir), "--out", str(out), "--data-dir", str(data_dir)]) == 1  # exists
 
 
 def test_export_refuses_inputs_it_cannot_trust(run_dir, data_dir, tmp_path):

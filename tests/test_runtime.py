@@ -245,13 +245,15 @@ def test_heads_mode_escalates_on_the_prior_and_says_so(heads_router):
 # --- the two modes -------------------------------------------------------------------------------------------
 
 
-def test_fast_xgboost_path_equals_the_library_predictions(router, texts):
+def test_fast_tree_path_equals_the_library_predictions(router, texts):
+    """The runtime evaluates the stacker/cost/verifier trees in numpy (TreeEnsemble); XGBoost is the reference."""
     from aco_bert.features import featurize
     from aco_bert.stacking import StackInputs
 
     enc, out = router.infer(texts[:20])
     feats = featurize(texts[:20])
     lay = router.layer
+    assert lay.stack_forest is not None and lay.cost_forest is not None and lay.verifier_forest is not None
     want = lay.stacker.predict(StackInputs(logits=out["logits"], embeddings=out["pooled"], features=feats))
     np.testing.assert_allclose(lay.raw_scores(out, feats), want, rtol=1e-6, atol=1e-7)
     cm = lay.cost_model
@@ -338,3 +340,17 @@ def test_model_card_hook_keeps_the_bundle_verifiable(tiny_bundle, tmp_path):
     (b / B.MODEL_CARD).write_text("# edited by hand\n")
     with pytest.raises(BundleError, match="model_card.md"):
         B.verify_bundle(b)
+
+
+def test_tree_ensemble_matches_xgboost_on_missing_values_and_exact_thresholds(router):
+    from aco_bert.runtime import TreeEnsemble
+
+    boosters = [b for b in router.layer.stacker.boosters if b is not None]
+    te = TreeEnsemble(boosters, boosters[0].num_features())
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, te.n_features)).astype(np.float32) * 3
+    x[rng.random(x.shape) < 0.2] = np.nan
+    inner = te.left != np.arange(len(te.left))
+    x[:50, te.feat[inner]] = te.thr[inner]  # exactly at split thresholds: XGBoost sends x == t right
+    want = np.stack([b.inplace_predict(x) for b in boosters], axis=1)
+    np.testing.assert_allclose(te.predict(x), want, atol=1e-6)
