@@ -345,7 +345,9 @@ def swe_slice(swebench) -> pd.DataFrame:
 
 def test_generic_long_roundtrip(swe_slice, tmp_path):
     cols = ["prompt_id", "prompt", "model", "success", "cost_usd", "api_calls", "category"]
-    src = swe_slice[cols].assign(note="free text")
+    # `note` varies within a prompt (ignored); `level` has one value per prompt (kept as prompt metadata)
+    src = swe_slice[cols].assign(note=[f"run {i}" for i in range(len(swe_slice))],
+                                 level=swe_slice["prompt_id"].str.len())
     for suffix in ("jsonl", "csv", "parquet"):
         p = tmp_path / f"long.{suffix}"
         if suffix == "jsonl":
@@ -356,6 +358,10 @@ def test_generic_long_roundtrip(swe_slice, tmp_path):
             src.to_parquet(p)
         t = load_outcomes(str(p))  # a path goes through the generic loader
         assert t.extras["format"] == "long" and t.extras["ignored_columns"] == ["note"]
+        level = t.extras["prompt_meta"]["level"]
+        assert {k: int(v) for k, v in level.items()} == {p_: len(p_) for p_ in swe_slice["prompt_id"]}
+        meta_level = t.matrix().meta.set_index("prompt_id")["level"]
+        assert {k: int(v) for k, v in meta_level.items()} == {k: int(v) for k, v in level.items()}
         got = t.df.set_index(["prompt_id", "model"]).sort_index()
         exp = swe_slice.set_index(["prompt_id", "model"]).sort_index()
         np.testing.assert_allclose(got["success"], exp["success"])

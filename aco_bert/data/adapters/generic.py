@@ -3,8 +3,9 @@
 Two layouts, in ``.jsonl``, ``.csv`` or ``.parquet``:
 
 * **long**: one row per (prompt, model) with the canonical columns (:data:`~aco_bert.data.schema.CANONICAL_COLUMNS`;
-  ``prompt_id, prompt, model, success`` required). Other columns are ignored and listed in
-  ``extras["ignored_columns"]``.
+  ``prompt_id, prompt, model, success`` required). Other columns holding one value per prompt are kept as
+  per-prompt metadata (``extras["prompt_meta"]``, e.g. an auxiliary training target); the rest are ignored and
+  listed in ``extras["ignored_columns"]``.
 * **wide**: one row per prompt: ``prompt_id, prompt`` (optional ``source, category, step_type``), one success column
   per model, and optional trace columns ``<model>|cost`` (or ``|cost_usd``, ``|input_tokens``, ``|output_tokens``,
   ``|api_calls``, ``|latency_s``). An empty success cell means "not run" and is skipped and counted.
@@ -106,6 +107,17 @@ def load_long(df: pd.DataFrame, rows: np.ndarray, *, file: str, name: str) -> Ou
         _check_success(df["success"].reset_index(drop=True), rows, file, "")
     out = _validate(df.drop(columns=ignored), rows, file)
     extras: dict[str, Any] = {"format": "long"}
+    # An extra column with one value per prompt is per-prompt metadata (e.g. SWE-bench's `difficulty`, an
+    # auxiliary training target): kept as prompt_meta. Anything that varies within a prompt is ignored and listed.
+    meta: dict[str, dict[str, Any]] = {}
+    for c in list(ignored):
+        col = df[c].reset_index(drop=True)
+        per_prompt = col.groupby(out["prompt_id"].to_numpy(), sort=False)
+        if (per_prompt.nunique(dropna=False) <= 1).all():
+            meta[c] = {str(k): (None if pd.isna(v) else _val(v)) for k, v in per_prompt.first().items()}
+            ignored.remove(c)
+    if meta:
+        extras["prompt_meta"] = meta
     if ignored:
         extras["ignored_columns"] = ignored
     return OutcomeTable(out, name=name, extras=extras)
