@@ -34,6 +34,7 @@ from aco_bert.spec import RouterSpec
 MODES = ("stacked", "heads")
 POLICIES = ("threshold", "target-success", "utility", "budget")
 THREADS_ENV = "ACO_BERT_ORT_THREADS"
+SPIN_ENV = "ACO_BERT_ORT_SPIN"
 DEFAULT_MAX_BATCH = 64
 
 
@@ -431,11 +432,14 @@ class Router:
     # --- loading ----------------------------------------------------------------------------------------------
     @classmethod
     def load(cls, bundle_dir: str | Path, int8: bool | None = None, verify: bool = True, threads: int | None = None,
-             max_batch: int = DEFAULT_MAX_BATCH, int8_batching: bool = False) -> "Router":
+             max_batch: int = DEFAULT_MAX_BATCH, int8_batching: bool = False, spin: bool | None = None) -> "Router":
         """Load a bundle. ``int8=None`` uses ``model.int8.onnx`` when the bundle has one; ``verify`` checks the
         sha256 of every file first; ``threads`` sets ONNX Runtime's intra-op threads (default: $ACO_BERT_ORT_THREADS,
         else ONNX Runtime's own default); ``int8_batching`` batches the int8 model too (faster for many short
-        prompts, but a prompt's result then depends slightly on its batch-mates, see :meth:`infer`)."""
+        prompts, but a prompt's result then depends slightly on its batch-mates, see :meth:`infer`); ``spin`` lets
+        ONNX Runtime's worker threads busy-wait between ops (default off, $ACO_BERT_ORT_SPIN=1 turns it on): it
+        shaves a little latency on an idle, dedicated CPU, but on a shared one the spinning threads fight the
+        other processes and int8 latency at 256 tokens went from 35 ms to 98 ms (p50, 2 threads, load ~3.4)."""
         import onnxruntime as ort
 
         from aco_bert.tokenization import load_tokenizer
@@ -460,6 +464,9 @@ class Router:
         if n_threads:
             so.intra_op_num_threads = int(n_threads)
         so.log_severity_level = 3
+        if not (spin if spin is not None else os.environ.get(SPIN_ENV, "0") not in ("", "0", "false")):
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
             tokenizer = load_tokenizer(root / B.TOKENIZER_DIR)

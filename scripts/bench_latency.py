@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     p.add_argument("--calls", type=int, default=60, help="timed calls at batch 1 (batch 32: calls // 6, >= 5)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--spin", action="store_true", help="let ORT threads busy-wait (faster only on an idle CPU)")
     p.add_argument("--backends", nargs="+", default=["torch", "ort-fp32", "ort-int8", "ort-int8-batched"])
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
@@ -130,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     with open(Path(args.data_dir) / "swebench-verified" / "tasks.jsonl") as f:
         pool = [json.loads(line)["problem_statement"] for line in f if line.strip()]
     routers = {
-        "ort-fp32": Router.load(bundle, int8=False, threads=args.threads),
-        "ort-int8": Router.load(bundle, int8=True, threads=args.threads),
-        "ort-int8-batched": Router.load(bundle, int8=True, threads=args.threads, int8_batching=True),
+        "ort-fp32": Router.load(bundle, int8=False, threads=args.threads, spin=args.spin),
+        "ort-int8": Router.load(bundle, int8=True, threads=args.threads, spin=args.spin),
+        "ort-int8-batched": Router.load(bundle, int8=True, threads=args.threads, int8_batching=True, spin=args.spin),
     }
     backends = {k: v for k, v in routers.items() if k in args.backends}
     if "torch" in args.backends:
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     enc = manifest.get("encoder", {})
     print(f"# bundle {bundle} ({manifest.get('mode')} mode, {enc.get('model_type')} {enc.get('layers')} layers x "
           f"{enc.get('hidden_size')}, {len(manifest.get('models', []))} tiers, int8 scheme "
-          f"{(manifest.get('int8') or {}).get('scheme')}); threads {args.threads}; {platform.processor() or platform.machine()}"
+          f"{(manifest.get('int8') or {}).get('scheme')}); threads {args.threads}, spin {args.spin}; {platform.processor() or platform.machine()}"
           f", {os.cpu_count()} cpus; load average {load0[0]:.2f}")
     rows = []
     for length in args.lengths:

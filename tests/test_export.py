@@ -208,3 +208,4 @@ def test_int8_schemes_keep_the_ffn_down_projections_in_fp32(run_dir, tmp_path):
         ops = {n.name: n.op_type for n in onnx.load(str(tmp_path / f"{scheme}.onnx")).graph.node}
         assert {n for n in down if ops.get(n) == "MatMul"} == kept and set(info["fp32_nodes"]) == kept
         assert "MatMulInteger" in ops.values() and "QAttention" in ops.values()
+        assert "EmbedLayerNormalization" in ops.values()  # the vocabulary table stays fp32
