@@ -20,13 +20,13 @@ provider-prefixed) and per-dataset tables in USD per 1M tokens (LLMRouter's ``de
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from aco_bert.data.io import read_json_source
 from aco_bert.data.schema import DataError
 
 # The shared copy is the backup table shipped in the PyPI wheel litellm 1.110.2; online, the same file from the tag.
@@ -157,7 +157,7 @@ class PriceTable:
             d = resolve_data_dir(data_dir)
             source = d / LITELLM_RELPATH if d is not None and (d / LITELLM_RELPATH).exists() else LITELLM_URL
         where = "<mapping>" if isinstance(source, Mapping) else str(source)
-        raw = source if isinstance(source, Mapping) else _read_json(str(source))
+        raw = source if isinstance(source, Mapping) else read_json_source(source)
         if not isinstance(raw, Mapping):
             raise DataError("expected a JSON object of model -> price fields", file=where)
         prices: dict[str, tuple[float, float]] = {}
@@ -179,7 +179,7 @@ class PriceTable:
         (a per-dataset table is small and curated, so a gap there is a mistake, not a fact about the market).
         """
         where = "<mapping>" if isinstance(source, Mapping) else str(source)
-        raw = source if isinstance(source, Mapping) else _read_json(str(source))
+        raw = source if isinstance(source, Mapping) else read_json_source(source)
         if not isinstance(raw, Mapping):
             raise DataError("expected a JSON object of model -> {input_price, output_price}", file=where)
         prices: dict[str, tuple[float, float]] = {}
@@ -198,14 +198,3 @@ def _is_num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
 
 
-def _read_json(path_or_url: str) -> Any:
-    if path_or_url.startswith(("http://", "https://")):
-        import urllib.request
-
-        with urllib.request.urlopen(path_or_url, timeout=60) as r:  # noqa: S310 - pinned public URL
-            return json.loads(r.read().decode("utf-8"))
-    with open(path_or_url, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e}", file=path_or_url) from e

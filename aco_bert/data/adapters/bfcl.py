@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from aco_bert.data.io import read_jsonl
 from aco_bert.data.prices import PriceTable
 from aco_bert.data.schema import DataError, OutcomeTable, rows_to_table
 
@@ -101,23 +102,16 @@ def prompt_text(question: str, functions: Any) -> str:
 def read_questions(path: str | Path) -> dict[str, dict[str, Any]]:
     """``questions.jsonl`` -> {id: record}; ``row`` in errors is the 0-based line index."""
     out: dict[str, dict[str, Any]] = {}
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON line: {e}", file=str(path), row=i) from e
-            for k in ("id", "question", "function", "category"):
-                if k not in r:
-                    raise DataError(f"missing field {k!r}", file=str(path), row=i)
-            q = r["question"]
-            if not isinstance(q, str) or not q.strip():
-                raise DataError("empty or non-string question", file=str(path), row=i)
-            if r["id"] in out:
-                raise DataError(f"duplicate id {r['id']!r}", file=str(path), row=i)
-            out[r["id"]] = r
+    for i, r in read_jsonl(path):
+        for k in ("id", "question", "function", "category"):
+            if k not in r:
+                raise DataError(f"missing field {k!r}", file=str(path), row=i)
+        q = r["question"]
+        if not isinstance(q, str) or not q.strip():
+            raise DataError("empty or non-string question", file=str(path), row=i)
+        if r["id"] in out:
+            raise DataError(f"duplicate id {r['id']!r}", file=str(path), row=i)
+        out[r["id"]] = r
     return out
 
 

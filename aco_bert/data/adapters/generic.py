@@ -21,13 +21,13 @@ header (line ``row + 2`` of a CSV file without multi-line fields).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from aco_bert.data.io import read_jsonl
 from aco_bert.data.schema import CANONICAL_COLUMNS, PROMPT_META_COLUMNS, DataError, OutcomeTable, validate_table
 
 
@@ -45,20 +45,8 @@ def read_records(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
     p = str(path)
     suffix = Path(p).suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        recs, rows = [], []
-        with open(p, encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                if not line.strip():
-                    continue
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"invalid JSON line: {e}", file=p, row=i) from e
-                if not isinstance(r, dict):
-                    raise DataError(f"JSON line is a {type(r).__name__}, not an object", file=p, row=i)
-                recs.append(r)
-                rows.append(i)
-        return pd.DataFrame.from_records(recs), np.asarray(rows, dtype=int)
+        pairs = list(read_jsonl(p))
+        return pd.DataFrame.from_records([r for _, r in pairs]), np.asarray([i for i, _ in pairs], dtype=int)
     if suffix == ".csv":
         try:
             # keep_default_na=False + explicit na_values: an empty cell is missing, but "NA" as a prompt stays text.

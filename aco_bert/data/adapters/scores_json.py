@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from aco_bert.data.io import iter_jsonl
 from aco_bert.data.prices import PriceTable
 from aco_bert.data.schema import DataError, OutcomeTable, rows_to_table
 
@@ -101,14 +102,8 @@ def read_query_tasks(paths: Iterable[str | Path]) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for path in paths:
         p = str(path)
-        for i, line in enumerate(_open_text(p).split("\n")):  # not splitlines(): texts hold U+2028
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON line: {e}", file=p, row=i) from e
-            if not isinstance(r, dict) or "query" not in r or "task_name" not in r:
+        for i, r in iter_jsonl(_open_text(p).split("\n"), p):  # not splitlines(): texts hold U+2028
+            if "query" not in r or "task_name" not in r:
                 raise DataError("missing field 'query' or 'task_name'", file=p, row=i)
             out.setdefault(str(r["query"]), set()).add(str(r["task_name"]))
     return out

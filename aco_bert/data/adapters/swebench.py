@@ -6,10 +6,10 @@ fetched from its pinned raw URL and the texts from the Hugging Face dataset.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from aco_bert.data.io import read_json_source, read_jsonl
 from aco_bert.data.schema import DataError, OutcomeTable, rows_to_table
 
 LEADERBOARD_URL = (
@@ -21,19 +21,6 @@ HF_DATASET = "princeton-nlp/SWE-bench_Verified"
 EXCLUDED_BY_DEFAULT = ("Claude 3.7 Sonnet (20250219)",)
 
 
-def _read_json_source(path_or_url: str) -> Any:
-    if str(path_or_url).startswith(("http://", "https://")):
-        import urllib.request
-
-        with urllib.request.urlopen(path_or_url, timeout=60) as r:  # noqa: S310 - pinned public URL
-            return json.loads(r.read().decode("utf-8"))
-    with open(path_or_url, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e}", file=str(path_or_url)) from e
-
-
 def _read_tasks(tasks: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if str(tasks).startswith("hf:"):
@@ -41,18 +28,11 @@ def _read_tasks(tasks: str) -> dict[str, dict[str, Any]]:
 
         ds = datasets.load_dataset(tasks[3:], split="test")
         return {r["instance_id"]: dict(r) for r in ds}
-    with open(tasks, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON line: {e}", file=str(tasks), row=i) from e
-            for k in ("instance_id", "problem_statement"):
-                if k not in r:
-                    raise DataError(f"missing field {k!r}", file=str(tasks), row=i)
-            out[r["instance_id"]] = r
+    for i, r in read_jsonl(tasks):
+        for k in ("instance_id", "problem_statement"):
+            if k not in r:
+                raise DataError(f"missing field {k!r}", file=str(tasks), row=i)
+        out[r["instance_id"]] = r
     return out
 
 
@@ -68,7 +48,7 @@ def load_swebench(
 
     ``leaderboard``/``tasks`` are local paths or the public sources (URL; ``hf:<dataset>``).
     """
-    data = _read_json_source(str(leaderboard))
+    data = read_json_source(leaderboard)
     boards = {b.get("name"): b for b in data.get("leaderboards", [])}
     if board not in boards:
         raise DataError(f"no leaderboard {board!r}; have {sorted(boards)}", file=str(leaderboard))
