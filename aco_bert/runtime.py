@@ -175,7 +175,7 @@ def _fast_forest(boosters: list, n_features: int) -> TreeEnsemble | None:
     try:
         te = TreeEnsemble(live, n_features)
         return te if te.check(live) <= 1e-5 else None
-    except (NotImplementedError, KeyError, ValueError, TypeError):
+    except Exception:  # an optimisation only: anything unexpected -> XGBoost's own predict
         return None
 
 
@@ -268,6 +268,9 @@ class DecisionLayer:
         x = _design(inputs, st.cfg, st.pca)
         out = np.empty((inputs.n, st.n_tiers))
         live = [t for t, b in enumerate(st.boosters) if b is not None]
+        if live and x.shape[1] != st.boosters[live[0]].num_features():
+            raise BundleError(f"stacker expects {st.boosters[live[0]].num_features()} inputs ({lay}), the model "
+                              f"gives {x.shape[1]} (logits {outputs['logits'].shape}, pooled {outputs['pooled'].shape})")
         fast = self.stack_forest.predict(x) if self.stack_forest is not None else None
         for t, b in enumerate(st.boosters):
             if b is None:

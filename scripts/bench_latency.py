@@ -11,8 +11,9 @@ tokens, cut head+tail to exactly L (so tokenising and featurising the *full* tex
 
 Per-decision latency = wall time of one ``route_batch`` call / batch size; p50 and p99 over calls (batch 32 has
 few calls, so its p99 is close to its max). The int8 model runs one prompt per ORT call (batch-invariant
-results, see ``Router.infer``); ``ort-int8-batched`` shows batched int8 for comparison. The CPU is reported
-with its load average: on a shared machine, rerun when it is quiet.
+results, see ``Router.infer``); ``ort-int8-batched`` shows batched int8 for comparison. Threads do not
+busy-wait (ORT ``allow_spinning=0``, torch ``OMP_WAIT_POLICY=PASSIVE``) unless ``--spin``. The CPU is reported
+with its load average: on a shared machine, rerun when it is quiet (``--wait-quiet 600``).
 """
 
 from __future__ import annotations
@@ -121,7 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spin", action="store_true", help="let ORT threads busy-wait (faster only on an idle CPU)")
     p.add_argument("--backends", nargs="+", default=["torch", "ort-fp32", "ort-int8", "ort-int8-batched"])
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
+    p.add_argument("--wait-quiet", type=float, default=0.0,
+                   help="first wait up to this many seconds for the 1-minute load average to drop below 0.5")
     args = p.parse_args(argv)
+    if not args.spin:  # same waiting policy for torch's OpenMP threads as for ORT's (must precede importing torch)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    deadline = time.time() + args.wait_quiet
+    while os.getloadavg()[0] >= 0.5 and time.time() < deadline:
+        time.sleep(10)
 
     from aco_bert.runtime import Router
 
