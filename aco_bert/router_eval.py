@@ -63,10 +63,15 @@ class RouterEvalConfig:
     delta: float = 0.1  # Learn-then-Test risk level
     normalize_logits: bool = True  # z-score neural OOF logits within each neural fold (see standardize_by_fold)
     tfidf: bool = True
+    floors: bool = True  # apply the spec's floors (detected domains -> min tier); off to measure routing alone
     cascade: bool | None = None  # None: on when the data carry api_calls traces
     # accept thresholds of the verifier (0: never escalate, so the curve reaches the first policy's own points)
     cascade_accepts: list[float] = field(default_factory=lambda: [0.0] + [round(x, 3) for x in np.linspace(0.3, 0.95, 14)])
     cascade_taus: list[float] = field(default_factory=lambda: [round(x, 3) for x in np.linspace(0.3, 0.95, 14)])
+    # Ablation: probability sources made from the TRUE outcomes plus noise, at these per-tier AUCs (binormal
+    # scores, isotonic-calibrated on the training folds like every other source). Not a router: it measures how
+    # much signal the nested policies need before they beat the zero-router hull.
+    signal_ablation: list[float] = field(default_factory=list)
     max_prompts: int | None = None  # subsample (seeded) for quick runs
     out_dir: str | None = None
     stacker: StackerConfig = field(default_factory=StackerConfig)
@@ -146,6 +151,16 @@ def _inner(ids: list[str], train: np.ndarray, k: int, seed: int) -> list[Fold]:
     return kfold([ids[i] for i in train], min(k, len(train)), seed)
 
 
+def _xcal(scores: np.ndarray, labels: np.ndarray, folds: Sequence[Fold]) -> np.ndarray:
+    """Cross-fitted calibration of held-out scores: each prompt's score mapped by an isotonic fit on the *other*
+    folds. Why: the training-side probabilities are what policy knobs are chosen on; calibrated in-sample, the
+    step function memorises those prompts' outcomes and every knob looks better than it will be on new prompts."""
+    out = np.full(scores.shape, np.nan)
+    for f in folds:
+        out[f.test] = IsotonicCalibrator.fit(scores[f.train], labels[f.train]).transform(scores[f.test])
+    return out
+
+
 def _frontier_col(spec, success_tr: np.ndarray, cost_tr: np.ndarray) -> int:
     if spec.frontier is not None:
         return spec.models.index(spec.frontier)
@@ -178,7 +193,7 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
     steps = None if steps is None or all(not isinstance(s, str) for s in steps) else \
         [s if isinstance(s, str) else None for s in steps]
     x_feat = featurize(m.prompts, steps).astype(float)
-    min_tier = floors_for(spec, m.prompts, steps).min_tier
+    min_tier = floors_for(spec, m.prompts, steps).min_tier if cfg.floors else np.zeros(m.n_prompts, dtype=int)
     log(f"[router-eval] {cfg.dataset}: {n} prompts x {n_t} tiers ({spec.name}); "
         f"{int((min_tier > 0).sum())} prompts with a floor")
 
@@ -202,6 +217,16 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
     if neural is not None and neural["cols"] is not None:
         srcs.append("neural-heads")
     srcs.append("stacked")
+    synth = {}
+    if cfg.signal_ablation:
+        from scipy.stats import norm
+
+        rng_s = np.random.default_rng(cfg.seed + 99)
+        for a in cfg.signal_ablation:
+            mu = math.sqrt(2) * norm.ppf(a)  # binormal: AUC = Phi(mu / sqrt(2))
+            lab = np.where(np.isnan(y), rng_s.random(y.shape) < 0.5, y >= 0.5)
+            synth[f"ablation: outcome+noise AUC {a:.2f}"] = mu * lab + rng_s.normal(size=y.shape)
+        srcs += list(synth)
     scale = float(np.nanmean(cost[folds[0].train]))
     grids = {"threshold": TAUS, "utility": _lambdas(scale)}
     make = {"threshold": Threshold, "utility": Utility}
@@ -279,19 +304,22 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
             oof = oof_predict(texts_tr, y[tr], inner)
             cal = IsotonicCalibrator.fit(oof, y[tr])
             te_p = cal(TfidfLR().fit(texts_tr, y[tr]).predict_proba([m.prompts[i] for i in te]))
-            src_tr["tfidf-lr"], src_te["tfidf-lr"] = (cal(oof), cost_mean_tr), (te_p, cost_mean_te)
+            src_tr["tfidf-lr"], src_te["tfidf-lr"] = (_xcal(oof, y[tr], inner), cost_mean_tr), (te_p, cost_mean_te)
         if "neural-heads" in srcs:
             lg = neural["inputs"].logits[:, neural["cols"]]
             cal = IsotonicCalibrator.fit(lg[tr], y[tr])  # train logits are out-of-fold w.r.t. the neural run
             # tier-mean cost: the cost heads are scored separately (diagnostics), they lose to the mean here
-            src_tr["neural-heads"] = (cal(lg[tr]), cost_mean_tr)
+            src_tr["neural-heads"] = (_xcal(lg[tr], y[tr], inner), cost_mean_tr)
             src_te["neural-heads"] = (cal(lg[te]), cost_mean_te)
+        for name, sc in synth.items():
+            cal = IsotonicCalibrator.fit(sc[tr], y[tr])
+            src_tr[name], src_te[name] = (_xcal(sc[tr], y[tr], inner), cost_mean_tr), (cal(sc[te]), cost_mean_te)
         stack_in = StackInputs(logits=None if neural is None else neural["inputs"].logits,
                                embeddings=emb, features=x_feat)
         fs = fit_stack(stack_in.subset(tr), y[tr], cfg.stacker, tiers=spec.models, prompt_ids=[ids[i] for i in tr])
         raw_te = fs.stacker.predict(stack_in.subset(te))
         raw_stacked[te] = raw_te
-        src_tr["stacked"] = (fs.calibrator(fs.inner_oof), cost_model_tr)
+        src_tr["stacked"] = (_xcal(fs.inner_oof, y[tr], inner), cost_model_tr)
         src_te["stacked"] = (fs.calibrator(raw_te), cost_model_te)
 
         for s in srcs:
@@ -348,6 +376,26 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
                 for arr, src in zip(casc_sel[rule], (casc_s, casc_c, casc_runs)):
                     arr[te] = src[j, te]
         log(f"[router-eval] fold {f.index} done ({time.time() - t_start:.0f} s)")
+
+    # --- restrict to the prompts that were in an outer test fold (all of them with k-fold; the test split with
+    # split: given) -- train-split prompts never get a test decision and must not be replayed ---------------------
+    ev = np.sort(np.concatenate([np.asarray(f.test) for f in folds]))
+    if len(ev) < n:
+        m, y, cost, min_tier = m.subset(ev), y[ev], cost[ev], min_tier[ev]
+        for d in (probs, exp_c):
+            for k in d:
+                d[k] = d[k][ev]
+        raw_stacked, cost_pred_mean, cost_pred_model, verifier_q = (
+            raw_stacked[ev], cost_pred_mean[ev], cost_pred_model[ev], verifier_q[ev])
+        zero_nested, zero_mix, ltt_tiers = zero_nested[ev], zero_mix[ev], ltt_tiers[ev]
+        selected = {k: v[ev] for k, v in selected.items()}
+        curve_tiers = {k: {kk: vv[ev] for kk, vv in v.items()} for k, v in curve_tiers.items()}
+        casc_s, casc_c, casc_runs = casc_s[:, ev], casc_c[:, ev], casc_runs[:, ev]
+        casc_sel = {r: tuple(a[ev] for a in v) for r, v in casc_sel.items()}
+        if neural is not None and neural["heads_cost"] is not None:
+            neural["heads_cost"] = neural["heads_cost"][ev]
+        log(f"[router-eval] evaluating the {len(ev)} outer-test prompts of {n}")
+    n = len(ev)
 
     # --- pooled replay through the evaluator --------------------------------------------------------------------
     decisions = {"zero-router [match]": zero_nested, "zero-router mix [savings]": zero_mix}
@@ -442,6 +490,46 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
     return out
 
 
+def merge_holdout_oof(kfold_run: str | Path, holdout_run: str | Path, out: str | Path, max_overlap: int = 10
+                      ) -> Path:
+    """One OOF file for a dataset's own train/test split: k-fold OOF rows of the *train* prompts (run A: neural
+    k-fold on the train split only) + the test prompts scored by the model trained on all train prompts (run B:
+    holdout mode), marked fold = K. No test label ever reaches a model: the stacker trains on A's rows only.
+    """
+    from safetensors.numpy import load_file, save_file
+
+    a, b, out = Path(kfold_run), Path(holdout_run), Path(out)
+    ta, ma = load_file(str(a / "oof.safetensors")), json.loads((a / "oof_meta.json").read_text())
+    tb, mb = load_file(str(b / "test_predictions.safetensors")), json.loads((b / "test_meta.json").read_text())
+    if list(ma["models"]) != list(mb["models"]):
+        raise ValueError(f"{a} and {b} have different tiers")
+    test_ids = list(mb["prompt_ids"])  # in the order of the saved rows (train.py saves rows [index], in order)
+    if len(test_ids) != tb["logits"].shape[0]:
+        raise ValueError(f"{b}: {len(test_ids)} prompt ids for {tb['logits'].shape[0]} predictions")
+    n_te = len(test_ids)
+    overlap = set(ma["prompt_ids"]) & set(test_ids)
+    if len(overlap) > max_overlap:
+        raise ValueError(f"{len(overlap)} test prompts are in the k-fold (train) run, e.g. {sorted(overlap)[:3]}")
+    # A prompt merged across the two split files (RouterBench has a few) belongs to the test side: drop its
+    # k-fold row (counted in the meta), so it is scored by the model trained without it and never trained on.
+    keep = np.array([p not in overlap for p in ma["prompt_ids"]])
+    ta = {k: v[keep] for k, v in ta.items()}
+    ma = {**ma, "prompt_ids": [p for p, kk in zip(ma["prompt_ids"], keep) if kk]}
+    k = int(ta["fold"].max()) + 1
+    arrays = {"logits": np.concatenate([ta["logits"], tb["logits"]]).astype(np.float32),
+              "embeddings": np.concatenate([ta["embeddings"], tb["embeddings"]]).astype(np.float32),
+              "fold": np.concatenate([ta["fold"], np.full(n_te, k)]).astype(np.int64)}
+    if "cost" in ta and "cost" in tb:
+        arrays["cost"] = np.concatenate([ta["cost"], tb["cost"]]).astype(np.float32)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(arrays, str(out / "oof.safetensors"))
+    meta = {**ma, "prompt_ids": list(ma["prompt_ids"]) + test_ids, "merged_from": [str(a), str(b)],
+            "test_fold": k, "holdout_mean_auc": mb.get("mean_auc"),
+            "dropped_from_kfold": sorted(overlap)}
+    (out / "oof_meta.json").write_text(json.dumps(meta))
+    return out
+
+
 def plot_curves(report, path: str | Path, title: str = "") -> Path:
     """Cost-quality PNG: full range and a zoom on the frontier region (linear cost axis, so hulls are straight).
 
@@ -456,7 +544,7 @@ def plot_curves(report, path: str | Path, title: str = "") -> Path:
     axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
     fixed = [p for p in report.policies if p.kind == "fixed"]
     front = report.get("always-frontier")
-    learned_curves = {k: c for k, c in report.curves.items() if c.kind == "learned"}
+    learned_curves = {k: c for k, c in report.curves.items() if c.kind == "learned" and not k.startswith("ablation")}
     colors = {}
     cmap = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
             "tab:cyan"]
@@ -474,7 +562,7 @@ def plot_curves(report, path: str | Path, title: str = "") -> Path:
             o = report.get("oracle")
             ax.scatter([o.cost_per_task], [100 * o.success], marker="*", s=150, color="tab:green", label="oracle")
         for p in report.policies:
-            if p.kind != "learned" or not math.isfinite(p.cost_per_task):
+            if p.kind != "learned" or not math.isfinite(p.cost_per_task) or p.name.startswith("ablation"):
                 continue
             ax.scatter([p.cost_per_task], [100 * p.success], marker="^" if "[match]" in p.name else "v", s=36,
                        edgecolor="black", linewidth=0.5, zorder=5, label=p.name if ai == 1 else None)

@@ -4,6 +4,11 @@
         --oof_run checkpoints/minilm-cpu --out_dir checkpoints/report-swebench-5tier
     python scripts/report_router.py --config configs/report.yaml --stacker '{n_rounds: 100}'
 
+For a dataset's own train/test split with neural inputs, first merge a k-fold run on the train split with a
+holdout run (trained on train, scored on test), then report with ``--split given``:
+
+    python scripts/report_router.py merge checkpoints/rb-trainkfold checkpoints/rb-holdout checkpoints/rb-merged
+
 Every RouterEvalConfig field is a ``--key value`` override (nested configs as YAML mappings). Prints the markdown
 tables; writes report.json, report.md, cost_quality.png and reliability PNGs to ``--out_dir``.
 """
@@ -20,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
+        return 0
+    if argv and argv[0] == "merge":  # merge KFOLD_RUN HOLDOUT_RUN OUT (a dataset's own train/test split)
+        from aco_bert.router_eval import merge_holdout_oof
+
+        print(merge_holdout_oof(*argv[1:4]))
         return 0
     ov = parse_overrides(argv)
     path = ov.pop("config", None)

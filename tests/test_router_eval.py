@@ -40,3 +40,33 @@ def test_nested_report_on_real_swebench_slice(data_dir, tmp_path):
     for f in ("report.md", "cost_quality.png", "reliability_stacked.png"):
         assert (tmp_path / f).stat().st_size > 0
     assert np.isfinite(out["diagnostics"]["auc"]["stacked"]["mean"])
+
+
+def test_merge_holdout_oof_keeps_test_prompts_out_of_the_kfold_rows(tmp_path):
+    import pytest
+    from safetensors.numpy import save_file
+
+    from aco_bert.router_eval import merge_holdout_oof
+    from aco_bert.stacking import load_oof
+
+    rng = np.random.default_rng(0)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    save_file({"logits": rng.normal(size=(6, 2)).astype(np.float32), "embeddings": np.zeros((6, 3), np.float32),
+               "fold": np.array([0, 1, 2, 0, 1, 2])}, str(a / "oof.safetensors"))
+    (a / "oof_meta.json").write_text(json.dumps({"prompt_ids": [f"tr{i}" for i in range(6)], "models": ["x", "y"]}))
+    # holdout predictions: the test rows only, in the order of test_meta's prompt ids (index = matrix rows)
+    save_file({"logits": rng.normal(size=(2, 2)).astype(np.float32), "embeddings": np.ones((2, 3), np.float32),
+               "index": np.array([7, 9])}, str(b / "test_predictions.safetensors"))
+    (b / "test_meta.json").write_text(json.dumps({"prompt_ids": ["te0", "te1"], "models": ["x", "y"]}))
+    out = merge_holdout_oof(a, b, tmp_path / "m")
+    inp, meta, _ = load_oof(out, ["te1", "tr0", "te0"])
+    assert inp.fold.tolist() == [3, 0, 3] and meta["test_fold"] == 3
+    assert (inp.embeddings[[0, 2]] == 1).all() and (inp.embeddings[1] == 0).all()
+    (b / "test_meta.json").write_text(json.dumps({"prompt_ids": ["tr0", "te1"], "models": ["x", "y"]}))
+    with pytest.raises(ValueError, match="test prompts are in the k-fold"):
+        merge_holdout_oof(a, b, tmp_path / "m2", max_overlap=0)
+    out = merge_holdout_oof(a, b, tmp_path / "m3")  # a prompt in both: its k-fold row is dropped, counted
+    inp, meta, _ = load_oof(out, ["tr0", "tr1"])
+    assert inp.fold.tolist() == [3, 1] and meta["dropped_from_kfold"] == ["tr0"]
