@@ -5,7 +5,8 @@ once every knob is chosen without looking at the prompts it is judged on? Protoc
 
 1. Probability sources, each fitted on the outer-train prompts only, each also giving *held-out* probabilities
    for those training prompts (inner cross-fit, or the neural run's own out-of-fold logits), all isotonic-
-   calibrated on held-out predictions:
+   calibrated on held-out predictions (test side: a map fitted on the training prompts' held-out scores; training
+   side: cross-fitted maps, so the knobs below are never chosen on in-sample calibrated probabilities):
    ``tfidf-lr`` (TF-IDF + LR baseline), ``neural-heads`` (the neural k-fold run's OOF logits of the tiers),
    ``stacked`` (XGBoost stacker over all OOF head logits + PCA'd embeddings + handcrafted features).
 2. Expected cost: the tier mean (baseline, neural heads) or the cost regression (stacked), same protocol.
@@ -634,7 +635,7 @@ def markdown(out: dict) -> str:
                      f"{f('brier'):.4f} |")
     lines += ["", "| Expected cost | MAE (USD) | mean abs log error |", "|---|---:|---:|"]
     for k, v in d["cost_model"].items():
-        lines.append(f"| {k} | {v['mae']:.4f} | {v['log_error']:.3f} |")
+        lines.append(f"| {k} | {_usd(v['mae'])} | {v['log_error']:.3f} |")
     if d.get("conformal_coverage"):
         lines += ["", "| LTT target | delta | cal size | population coverage | realised coverage | "
                       "mean test success | mean test cost | certified |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
