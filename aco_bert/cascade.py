@@ -14,7 +14,7 @@ traces (each model's own per-instance api_calls and cost), so the outer test pro
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 

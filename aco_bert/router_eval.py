@@ -40,9 +40,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from aco_bert.calibration import IsotonicCalibrator, calibration_report, plot_reliability
-from aco_bert.cascade import Cascade, CascadeResult, Verifier, VerifierConfig, cross_fit_verifier, trace_arrays
+from aco_bert.cascade import Cascade, Verifier, VerifierConfig, trace_arrays
 from aco_bert.cost_model import CostModel, CostModelConfig, cost_errors
-from aco_bert.policies import FixedTier, Policy, RoutingContext, Threshold, Utility
+from aco_bert.policies import FixedTier, RoutingContext, Threshold, Utility
 from aco_bert.routing import TargetSuccess, floors_for
 from aco_bert.splits import Fold, kfold
 from aco_bert.stacking import StackerConfig, StackInputs, fit_stack, load_oof, standardize_by_fold
@@ -133,7 +133,6 @@ def _hull_mix(fixed: Sequence[tuple[int, float, float]], max_cost: float, n: int
 
 
 def _outer_folds(cfg: RouterEvalConfig, m, neural_fold: np.ndarray | None) -> list[Fold]:
-    n = m.n_prompts
     if cfg.split == "given":
         if "split" not in m.meta.columns:
             raise ValueError(f"dataset {cfg.dataset!r} has no train/test split in its prompt metadata")
@@ -175,7 +174,7 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
     from aco_bert.data import load_outcomes
     from aco_bert.data.registry import default_spec_name
     from aco_bert.features import featurize
-    from aco_bert.policy_eval import Curve, evaluate_policies, replay
+    from aco_bert.policy_eval import Curve, evaluate_policies
     from aco_bert.spec import RouterSpec
 
     t_start = time.time()

@@ -25,7 +25,7 @@ import numpy as np
 
 from aco_bert.cascade import Cascade, Verifier, VerifierConfig, cross_fit_verifier, trace_arrays
 from aco_bert.cost_model import CostModel, CostModelConfig, cost_errors
-from aco_bert.stacking import StackerConfig, StackInputs, fit_stack, load_oof
+from aco_bert.stacking import StackerConfig, fit_stack, load_oof
 
 
 @dataclass

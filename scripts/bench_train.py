@@ -70,7 +70,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}, seq_len {a.seq_len}, batch {a.batch_size}, {a.steps} timed steps")
-    print(f"| encoder | params (M) | train samples/s (fwd+bwd+step) | s/step | embed samples/s (no grad) |")
+    print("| encoder | params (M) | train samples/s (fwd+bwd+step) | s/step | embed samples/s (no grad) |")
     print("|---|---:|---:|---:|---:|")
     for name in a.models.split(","):
         r = bench(name.strip(), a.seq_len, a.batch_size, a.steps)
