@@ -32,19 +32,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import shutil
 import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from aco_bert import bundle as B
+from aco_bert.jsonio import json_safe
 
 logger = logging.getLogger("aco_bert.export")
 
@@ -526,20 +526,6 @@ def check_gates(rep: dict[str, Any], cfg: ExportConfig) -> list[str]:
 # --- the export ------------------------------------------------------------------------------------------------
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def _spec_for(model_config, run_dir: Path, stack: Path | None = None):
     """The bundle's tiers. Heads-only: the model's own tiers (one head each). Stacked: the spec the stacker was
     fitted for, which may route among a subset of the heads' tiers (every head logit is a stacker input)."""
@@ -639,7 +625,7 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
         router_yaml = {
             "format": B.FORMAT,
             "spec": spec.to_dict(),
-            "routing": _json_safe(routing),
+            "routing": json_safe(routing),
             "model": {"max_length": int(mc.max_length), "truncation": mc.truncation, "tail_tokens": mc.tail_tokens,
                       "pooling": mc.pooling, "encoder": mc.encoder, "n_tiers": mc.n_tiers,
                       "hidden_size": int(model.hidden_size), "head_models": list(mc.models),
@@ -674,7 +660,7 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
                         "int8_max_abs_dp": cfg.int8_tol, "int8_max_auc_change": cfg.int8_auc_tol}
         rep["passed"] = not failed
         if failed:
-            raise ExportError("export rejected, parity gate(s) failed: " + "; ".join(failed), _json_safe(rep))
+            raise ExportError("export rejected, parity gate(s) failed: " + "; ".join(failed), json_safe(rep))
         info = {
             "mode": mode,
             "spec": spec.name,
@@ -685,9 +671,9 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
                         "hidden_size": int(model.hidden_size), "layers": n_layers, "max_length": int(mc.max_length),
                         "attn_implementation": "eager", "fused_ops": fused, "opset": cfg.opset},
             "int8": rep.get("quantization"),
-            "routing": _json_safe(routing),
-            "parity": _json_safe(rep),
-            "validation": _json_safe({"oof": (calib or {}).get("oof") or _oof_summary(run_dir),
+            "routing": json_safe(routing),
+            "parity": json_safe(rep),
+            "validation": json_safe({"oof": (calib or {}).get("oof") or _oof_summary(run_dir),
                                       "slice": {k: rep[k] for k in ("n_prompts", "source", "prompts_in_training")}}),
             "source": {"checkpoint": str(Path(cfg.checkpoint)), "model_dir": str(model_dir),
                        "stack": None if stack is None else str(stack)},

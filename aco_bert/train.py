@@ -39,6 +39,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aco_bert.config import load_config, parse_overrides
+from aco_bert.jsonio import json_safe, write_json
 from aco_bert.losses import IGNORE_INDEX, LossWeights, RouterLoss, balanced_pos_weight
 from aco_bert.modeling import RouterModel, RouterModelConfig
 from aco_bert.tokenization import encode_ids, load_tokenizer, pad_ids, pad_token_id
@@ -238,24 +239,6 @@ def tier_metrics(logits: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
             "per_tier_logloss": ll, "logloss": nanmean(ll), "n_observed": int((~np.isnan(targets)).sum())}
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -288,7 +271,7 @@ def _save_optimizer(optimizer, directory: Path) -> None:
             else:
                 scalars[f"{pid}.{k}"] = v
     save_file(tensors, str(directory / "optimizer.safetensors"))
-    _write_json(directory / "optimizer.json", {"param_groups": sd["param_groups"], "scalars": scalars})
+    write_json(directory / "optimizer.json", {"param_groups": sd["param_groups"], "scalars": scalars})
 
 
 def _load_optimizer(optimizer, directory: Path) -> None:
@@ -319,10 +302,10 @@ def save_training_state(accelerator, model, optimizer, scheduler, state: Trainer
         tmp.mkdir(parents=True)
         save_file(_trainable_state(accelerator.unwrap_model(model)), str(tmp / "model.safetensors"))
         _save_optimizer(optimizer, tmp)
-        _write_json(tmp / "scheduler.json", scheduler.state_dict())
+        write_json(tmp / "scheduler.json", scheduler.state_dict())
         if accelerator.scaler is not None:
-            _write_json(tmp / "scaler.json", accelerator.scaler.state_dict())
-        _write_json(tmp / "trainer_state.json", dataclasses.asdict(state))
+            write_json(tmp / "scaler.json", accelerator.scaler.state_dict())
+        write_json(tmp / "trainer_state.json", dataclasses.asdict(state))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)  # a kill mid-write leaves a .tmp folder, never a half-written step folder
         for old in sorted(root.glob("step_*"))[: -max(1, keep)]:
@@ -515,8 +498,8 @@ def fit(cfg: TrainConfig, data: RouterData, train_idx: np.ndarray, val_idx: np.n
         embeddings: np.ndarray | None = None, num_epochs: int | None = None, max_steps: int | None = None,
         tag: str = "") -> FitResult:
     """Train on ``train_idx``; validate on ``val_idx`` each epoch; save the best (or last) model to ``best_dir``."""
-    from transformers import get_scheduler
     from tqdm.auto import tqdm
+    from transformers import get_scheduler
 
     work_dir.mkdir(parents=True, exist_ok=True)
     num_epochs = cfg.num_epochs if num_epochs is None else num_epochs
@@ -583,7 +566,7 @@ def fit(cfg: TrainConfig, data: RouterData, train_idx: np.ndarray, val_idx: np.n
     def log(record: dict[str, Any]) -> None:
         if main:
             with open(log_path, "a") as f:
-                f.write(json.dumps(_json_safe({"tag": tag, **record})) + "\n")
+                f.write(json.dumps(json_safe({"tag": tag, **record})) + "\n")
         scalars = {f"{tag}{k}": v for k, v in record.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         if accelerator.trackers:
             accelerator.log(scalars, step=state.global_step)
@@ -680,7 +663,7 @@ def fit(cfg: TrainConfig, data: RouterData, train_idx: np.ndarray, val_idx: np.n
             if cfg.early_stopping_patience is not None and state.bad_epochs >= cfg.early_stopping_patience:
                 logger.info("%searly stopping after epoch %d (best epoch %d)", tag, epoch + 1, state.best_epoch)
                 stop = True
-        state.history.append(_json_safe(record))
+        state.history.append(json_safe(record))
         log({k: v for k, v in record.items() if not isinstance(v, list)})
         if not cfg.save_steps and not stop and epoch + 1 < num_epochs:
             save_training_state(accelerator, model, optimizer, scheduler, state, work_dir, cfg.save_total_limit)
@@ -809,7 +792,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
                              history=r.history, stopped=r.stopped)
     result.data_notes = data.notes
     if accelerator.is_main_process and not result.stopped:
-        _write_json(out / RESULT_FILE, dataclasses.asdict(result))
+        write_json(out / RESULT_FILE, dataclasses.asdict(result))
     accelerator.wait_for_everyone()
     if accelerator.trackers:
         accelerator.end_training()
@@ -834,7 +817,7 @@ def _train_holdout(cfg: TrainConfig, data: RouterData, out: Path, accelerator, *
     metrics["val"] = r.metrics
     if accelerator.is_main_process:
         _save_predictions(out / "test_predictions.safetensors", pred, test_idx)
-        _write_json(out / "test_meta.json", {"prompt_ids": [data.prompt_ids[i] for i in test_idx],
+        write_json(out / "test_meta.json", {"prompt_ids": [data.prompt_ids[i] for i in test_idx],
                                              "models": data.models, "dataset": data.dataset, "spec": data.spec,
                                              "per_tier_auc": metrics["per_tier_auc"], "mean_auc": metrics["mean_auc"],
                                              "config": dataclasses.asdict(cfg)})
@@ -877,7 +860,7 @@ def _train_kfold(cfg: TrainConfig, data: RouterData, out: Path, accelerator, **c
             fm = tier_metrics(pred["logits"][f.test], data.targets[f.test])
             if accelerator.is_main_process:
                 _save_predictions(pred_path, pred, f.test)
-                _write_json(fdir / "fold_result.json", {
+                write_json(fdir / "fold_result.json", {
                     "fold": f.index, "n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(f.test),
                     "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "global_step": r.global_step,
                     "samples_per_second": r.samples_per_second, "val": r.metrics, "test": fm})
@@ -911,7 +894,7 @@ def _train_kfold(cfg: TrainConfig, data: RouterData, out: Path, accelerator, **c
         if oof_cost is not None:
             arrays["cost"] = oof_cost
         save_file(arrays, str(out / OOF_FILE), metadata={"dataset": data.dataset, "spec": str(data.spec)})
-        _write_json(out / OOF_META_FILE, {
+        write_json(out / OOF_META_FILE, {
             "prompt_ids": data.prompt_ids, "models": data.models, "dataset": data.dataset, "spec": data.spec,
             "per_tier_auc": metrics["per_tier_auc"], "mean_auc": metrics["mean_auc"],
             "config": dataclasses.asdict(cfg), "n_folds": cfg.kfold, "cost_units": "usd",
@@ -962,7 +945,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"output_dir": result.output_dir, "mode": result.mode, "model_dir": result.model_dir,
                "mean_auc": result.mean_auc, "per_tier_auc": result.per_tier_auc, "global_step": result.global_step,
                "samples_per_second": result.samples_per_second, "stopped": result.stopped}
-    print(json.dumps(_json_safe(summary)))
+    print(json.dumps(json_safe(summary)))
     return 0
 
 

@@ -1,0 +1,36 @@
+"""JSON artifacts: strict JSON (NaN/inf -> null, numpy scalars -> Python) written atomically.
+
+Every JSON a run or bundle writes goes through here, so a reader never meets ``NaN`` (invalid JSON) or a
+half-written file after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with non-finite floats as None, numpy scalars as Python values, paths as strings."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(json_safe(obj), indent=indent, allow_nan=False) + "\n")
+    tmp.replace(path)
