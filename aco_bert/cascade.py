@@ -154,17 +154,10 @@ class Verifier:
 
     @classmethod
     def load(cls, path: str | Path) -> "Verifier":
-        import xgboost as xgb
+        from aco_bert.xgb_artifacts import load_boosters, read_artifact_manifest
 
-        path = Path(path)
-        mf = path / "manifest.json"
-        if not mf.exists():
-            raise FileNotFoundError(f"{mf}: no verifier manifest")
-        m = json.loads(mf.read_text())
-        if m.get("format") != FORMAT:
-            raise ValueError(f"{mf}: format {m.get('format')!r} is not {FORMAT!r}")
-        b = xgb.Booster()
-        b.load_model(str(path / m["model"]))
+        m = read_artifact_manifest(path, FORMAT, "verifier")
+        (b,) = load_boosters(path, [m["model"]])
         return cls(VerifierConfig(**m["config"]), list(m["tiers"]), m["stats"], b, int(m["n_features"]),
                    int(m.get("n_train", 0)))
 

@@ -154,23 +154,10 @@ class CostModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "CostModel":
-        import xgboost as xgb
+        from aco_bert.xgb_artifacts import load_boosters, read_artifact_manifest
 
-        path = Path(path)
-        mf = path / "manifest.json"
-        if not mf.exists():
-            raise FileNotFoundError(f"{mf}: no cost-model manifest")
-        m = json.loads(mf.read_text())
-        if m.get("format") != FORMAT:
-            raise ValueError(f"{mf}: format {m.get('format')!r} is not {FORMAT!r}")
-        boosters = []
-        for name in m["models"]:
-            if name is None:
-                boosters.append(None)
-            else:
-                b = xgb.Booster()
-                b.load_model(str(path / name))
-                boosters.append(b)
+        m = read_artifact_manifest(path, FORMAT, "cost-model")
+        boosters = load_boosters(path, m["models"])
         return cls(CostModelConfig(**m["config"]), list(m["tiers"]), np.asarray(m["mean"], float), boosters,
                    np.asarray(m["smear"], float), PCA.from_dict(m["pca"]) if m.get("pca") else None,
                    dict(m["layout"]))

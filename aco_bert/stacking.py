@@ -250,23 +250,10 @@ class Stacker:
 
     @classmethod
     def load(cls, path: str | Path) -> "Stacker":
-        import xgboost as xgb
+        from aco_bert.xgb_artifacts import load_boosters, read_artifact_manifest
 
-        path = Path(path)
-        mf = path / "manifest.json"
-        if not mf.exists():
-            raise FileNotFoundError(f"{mf}: no stacker manifest")
-        m = json.loads(mf.read_text())
-        if m.get("format") != FORMAT:
-            raise ValueError(f"{mf}: format {m.get('format')!r} is not {FORMAT!r}")
-        boosters = []
-        for name in m["models"]:
-            if name is None:
-                boosters.append(None)
-                continue
-            b = xgb.Booster()
-            b.load_model(str(path / name))
-            boosters.append(b)
+        m = read_artifact_manifest(path, FORMAT, "stacker")
+        boosters = load_boosters(path, m["models"])
         cfg = StackerConfig(**m["config"])
         pca = PCA.from_dict(m["pca"]) if m.get("pca") else None
         return cls(cfg, list(m["tiers"]), boosters, list(m["base_rate"]), pca, dict(m["layout"]), list(m["n_train"]))
