@@ -135,16 +135,10 @@ class CostModel:
         return out
 
     def save(self, path: str | Path) -> Path:
+        from aco_bert.xgb_artifacts import save_boosters
+
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        files = []
-        for t, b in enumerate(self.boosters):
-            if b is None:
-                files.append(None)
-                continue
-            name = f"cost_{t:02d}.{self.cfg.fmt}"
-            b.save_model(str(path / name))
-            files.append(name)
+        files = save_boosters(path, self.boosters, "cost", self.cfg.fmt)
         (path / "manifest.json").write_text(json.dumps({
             "format": FORMAT, "tiers": self.tiers, "config": asdict(self.cfg), "mean": self.mean.tolist(),
             "smear": self.smear.tolist(), "models": files, "layout": self.layout,

@@ -15,7 +15,7 @@ import numpy as np
 
 
 def json_safe(obj: Any) -> Any:
-    """``obj`` with non-finite floats as None, numpy scalars as Python values, paths as strings."""
+    """``obj`` with non-finite floats as None, numpy scalars/arrays as Python values, paths as strings."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
@@ -24,6 +24,8 @@ def json_safe(obj: Any) -> Any:
         return [json_safe(v) for v in obj]
     if isinstance(obj, np.generic):
         return json_safe(obj.item())
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
     if isinstance(obj, Path):
         return str(obj)
     return obj

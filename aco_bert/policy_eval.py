@@ -31,7 +31,15 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from aco_bert.data.schema import OutcomeMatrix
-from aco_bert.metrics.core import ONE_POINT, curve_metrics, pgr, savings, summarize, upper_hull
+from aco_bert.jsonio import json_safe
+from aco_bert.metrics.core import (
+    ONE_POINT,
+    curve_metrics,
+    pgr,
+    savings,
+    summarize,
+    upper_hull,
+)
 from aco_bert.policies import Policy, Random, RoutingContext, Threshold, Utility
 
 REFERENCE_NAMES = ("always-frontier", "zero-router", "cheapest", "oracle", "random")
@@ -312,7 +320,7 @@ class EvalReport:
         """Strict JSON: NaN/inf (an unknown cost, a CPT never reached) are written as null."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as f:
-            json.dump(_finite(self.to_dict()), f, indent=2, allow_nan=False)
+            json.dump(json_safe(self.to_dict()), f, indent=2, allow_nan=False)
 
 
 def _usd(v: float) -> str:
@@ -320,18 +328,6 @@ def _usd(v: float) -> str:
     if not math.isfinite(v):
         return "n/a"
     return f"${v:.4f}" if abs(v) >= 0.01 else f"${v:.4g}"
-
-
-def _finite(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
 
 
 def evaluate_policies(

@@ -39,13 +39,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from aco_bert.calibration import IsotonicCalibrator, calibration_report, plot_reliability
+from aco_bert.calibration import (
+    IsotonicCalibrator,
+    calibration_report,
+    plot_reliability,
+)
 from aco_bert.cascade import Cascade, Verifier, VerifierConfig, trace_arrays
 from aco_bert.cost_model import CostModel, CostModelConfig, cost_errors
+from aco_bert.jsonio import json_safe
 from aco_bert.policies import FixedTier, RoutingContext, Threshold, Utility
 from aco_bert.routing import TargetSuccess, floors_for
 from aco_bert.splits import Fold, kfold
-from aco_bert.stacking import StackerConfig, StackInputs, fit_stack, load_oof, standardize_by_fold
+from aco_bert.stacking import (
+    StackerConfig,
+    StackInputs,
+    fit_stack,
+    load_oof,
+    standardize_by_fold,
+)
 
 
 @dataclass
@@ -412,7 +423,6 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
     fcost = report.get("always-frontier").cost_per_task
     if do_cascade:
         from aco_bert.metrics.core import curve_metrics, savings
-
         from aco_bert.policy_eval import PolicyResult
 
         def _pr(name, s, c, runs, param=None):
@@ -480,7 +490,7 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
     if cfg.out_dir:
         od = Path(cfg.out_dir)
         od.mkdir(parents=True, exist_ok=True)
-        (od / "report.json").write_text(json.dumps(_finite(out), indent=1, allow_nan=False))
+        (od / "report.json").write_text(json.dumps(json_safe(out), indent=1, allow_nan=False))
         (od / "report.md").write_text(out["markdown"])
         plot_curves(report, od / "cost_quality.png", title=f"{cfg.dataset} ({spec.name}): nested CV, {n} prompts")
         plot_reliability(probs["stacked"], y, od / "reliability_stacked.png", spec.models,
@@ -584,20 +594,6 @@ def plot_curves(report, path: str | Path, title: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     return path
-
-
-def _finite(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.ndarray):
-        return _finite(x.tolist())
-    return x
 
 
 def _usd(v: float | None) -> str:

@@ -225,16 +225,10 @@ class Stacker:
         return out
 
     def save(self, path: str | Path) -> Path:
+        from aco_bert.xgb_artifacts import save_boosters
+
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        files = []
-        for t, b in enumerate(self.boosters):
-            if b is None:
-                files.append(None)
-                continue
-            name = f"tier_{t:02d}.{self.cfg.fmt}"
-            b.save_model(str(path / name))
-            files.append(name)
+        files = save_boosters(path, self.boosters, "tier", self.cfg.fmt)
         manifest = {
             "format": FORMAT,
             "tiers": self.tiers,

@@ -34,3 +34,18 @@ def load_boosters(path: str | Path, names: Sequence[str | None]) -> list[Any]:
         b.load_model(str(Path(path) / name))
         out.append(b)
     return out
+
+
+def save_boosters(path: str | Path, boosters: Sequence[Any], prefix: str, fmt: str) -> list[str | None]:
+    """Save ``<prefix>_<tier>.<fmt>`` per booster into ``path`` (created); returns the names for the manifest."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    names: list[str | None] = []
+    for t, b in enumerate(boosters):
+        if b is None:
+            names.append(None)
+            continue
+        name = f"{prefix}_{t:02d}.{fmt}"
+        b.save_model(str(path / name))
+        names.append(name)
+    return names
