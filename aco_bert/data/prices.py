@@ -156,10 +156,7 @@ class PriceTable:
 
             d = resolve_data_dir(data_dir)
             source = d / LITELLM_RELPATH if d is not None and (d / LITELLM_RELPATH).exists() else LITELLM_URL
-        where = "<mapping>" if isinstance(source, Mapping) else str(source)
-        raw = source if isinstance(source, Mapping) else read_json_source(source)
-        if not isinstance(raw, Mapping):
-            raise DataError("expected a JSON object of model -> price fields", file=where)
+        where, raw = _read_mapping(source, "model -> price fields")
         prices: dict[str, tuple[float, float]] = {}
         for k, v in raw.items():
             if k == "sample_spec" or not isinstance(v, Mapping):
@@ -178,10 +175,7 @@ class PriceTable:
         This is the format of LLMRouter's ``default_llm.json``. A model without numeric prices is a :class:`DataError`
         (a per-dataset table is small and curated, so a gap there is a mistake, not a fact about the market).
         """
-        where = "<mapping>" if isinstance(source, Mapping) else str(source)
-        raw = source if isinstance(source, Mapping) else read_json_source(source)
-        if not isinstance(raw, Mapping):
-            raise DataError("expected a JSON object of model -> {input_price, output_price}", file=where)
+        where, raw = _read_mapping(source, "model -> {input_price, output_price}")
         prices: dict[str, tuple[float, float]] = {}
         for k, v in raw.items():
             if not isinstance(v, Mapping):
@@ -192,6 +186,15 @@ class PriceTable:
                                 f"{pin!r}/{pout!r}", file=where, row=str(k))
             prices[str(k)] = (float(pin) / 1e6, float(pout) / 1e6)
         return cls(prices, dict(aliases or {}), name=name or f"per-1M:{Path(where).name}")
+
+
+def _read_mapping(source: str | Path | Mapping[str, Any], what: str) -> tuple[str, Mapping[str, Any]]:
+    """(where, parsed object) for a price source given as a path, a URL or an already-parsed mapping."""
+    where = "<mapping>" if isinstance(source, Mapping) else str(source)
+    raw = source if isinstance(source, Mapping) else read_json_source(source)
+    if not isinstance(raw, Mapping):
+        raise DataError(f"expected a JSON object of {what}", file=where)
+    return where, raw
 
 
 def _is_num(x: Any) -> bool:
