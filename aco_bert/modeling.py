@@ -36,6 +36,9 @@ class RouterModelConfig:
     encoder: str = "minilm"  # "minilm", a Hub name (distilbert-base-uncased) or a local folder
     encoder_config: dict[str, Any] | None = None  # build a randomly initialised encoder, e.g. {"model_type": "distilbert", "dim": 32}
     tokenizer: str | None = None  # tokenizer source when it differs from the encoder (random encoders)
+    # Keep only the encoder's first N transformer layers (None: all). Routing cost grows with depth; on 2 CPU cores
+    # MiniLM-L6 at 256 tokens cannot decide in 10 ms, its first 3 layers can (README: latency).
+    encoder_layers: int | None = None
     pooling: str = "mean"
     normalize: bool = False  # L2-normalise the pooled embedding before the heads (MiniLM is trained for cosine)
     dropout: float = 0.1
@@ -55,6 +58,8 @@ class RouterModelConfig:
             raise ValueError("RouterModelConfig: no tier models")
         if self.pooling not in POOLINGS:
             raise ValueError(f"RouterModelConfig: pooling {self.pooling!r} not in {POOLINGS}")
+        if self.encoder_layers is not None and int(self.encoder_layers) < 1:
+            raise ValueError(f"RouterModelConfig: encoder_layers must be >= 1, got {self.encoder_layers}")
         if self.success_rank is not None and int(self.success_rank) < 1:
             raise ValueError(f"RouterModelConfig: success_rank must be >= 1, got {self.success_rank}")
         if self.truncation not in TRUNCATION_STRATEGIES:
@@ -106,9 +111,36 @@ def build_encoder(config: RouterModelConfig, attn_implementation: str | None = N
         model_type = ec.pop("model_type", None)
         if model_type is None:
             raise ValueError("encoder_config needs a 'model_type' (e.g. 'distilbert')")
-        return AutoModel.from_config(AutoConfig.for_model(model_type, **ec), **kw)
+        enc_cfg = AutoConfig.for_model(model_type, **ec)
+        _keep_layers(enc_cfg, config.encoder_layers, f"encoder_config {config.encoder_config}")
+        return AutoModel.from_config(enc_cfg, **kw)
     local = resolve_local_path(config.encoder)
-    return AutoModel.from_pretrained(str(local) if local else config.encoder, **kw)
+    source = str(local) if local else config.encoder
+    if config.encoder_layers is None:
+        return AutoModel.from_pretrained(source, **kw)
+    from transformers.utils import logging as hf_logging
+
+    enc_cfg = AutoConfig.from_pretrained(source)
+    _keep_layers(enc_cfg, config.encoder_layers, source)
+    # The config decides how many layers are built; the checkpoint's weights for the dropped ones go unused, which
+    # transformers reports as a table of UNEXPECTED keys: expected here, so not shown.
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoModel.from_pretrained(source, config=enc_cfg, **kw)
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _keep_layers(enc_cfg, n: int | None, where: str) -> None:
+    """Set the encoder config's depth to its first ``n`` layers (BERT ``num_hidden_layers``, DistilBERT
+    ``n_layers`` through the same attribute map); refuse to deepen a pretrained model."""
+    if n is None:
+        return
+    have = int(getattr(enc_cfg, "num_hidden_layers"))
+    if int(n) > have:
+        raise ValueError(f"encoder_layers {n} > the {have} layers of {where}")
+    enc_cfg.num_hidden_layers = int(n)
 
 
 class RouterModel(nn.Module):

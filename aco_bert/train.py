@@ -127,7 +127,8 @@ def load_router_data(cfg: TrainConfig) -> RouterData:
 def model_config_for(cfg: TrainConfig, data: RouterData) -> RouterModelConfig:
     return RouterModelConfig(
         models=data.models, encoder=cfg.encoder, encoder_config=cfg.encoder_config, tokenizer=cfg.tokenizer,
-        pooling=cfg.pooling, normalize=cfg.normalize, dropout=cfg.dropout, success_rank=cfg.success_rank,
+        encoder_layers=cfg.encoder_layers, pooling=cfg.pooling, normalize=cfg.normalize, dropout=cfg.dropout,
+        success_rank=cfg.success_rank,
         cost_heads=cfg.cost_heads,
         aux_heads={k: len(v) for k, v in data.aux_labels.items()}, aux_labels=data.aux_labels,
         max_length=cfg.max_length, truncation=cfg.truncation, tail_tokens=cfg.tail_tokens,
@@ -357,7 +358,9 @@ def _batch_seed(seed: int, epoch: int, micro: int, process: int) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 def _embedding_key(cfg: TrainConfig, texts: list[str]) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"encoder": cfg.encoder, "encoder_config": cfg.encoder_config, "tokenizer": cfg.tokenizer,
+    depth = {"encoder_layers": cfg.encoder_layers} if cfg.encoder_layers is not None else {}  # old keys stay valid
+    h.update(json.dumps({**depth, "encoder": cfg.encoder, "encoder_config": cfg.encoder_config,
+                         "tokenizer": cfg.tokenizer,
                          "pooling": cfg.pooling, "max_length": cfg.max_length, "truncation": cfg.truncation,
                          "tail_tokens": cfg.tail_tokens, "seed": cfg.seed if cfg.encoder_config else None},
                         sort_keys=True).encode())

@@ -28,6 +28,7 @@ class TrainConfig:
     encoder: str = "minilm"
     encoder_config: dict[str, Any] | None = None  # random-init encoder, e.g. {model_type: distilbert, dim: 32, ...}
     tokenizer: str | None = None  # defaults to the encoder's own
+    encoder_layers: int | None = None  # keep the encoder's first N layers (faster CPU routing); None = all
     pooling: str = "mean"
     normalize: bool = False  # L2-normalise pooled embeddings before the heads
     dropout: float = 0.1

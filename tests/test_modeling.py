@@ -237,3 +237,33 @@ def test_low_rank_normalised_head(tmp_path, tok, texts):
     assert torch.equal(again(**b).logits, model(**b).logits)
     with pytest.raises(ValueError, match="success_rank"):
         tiny_config(success_rank=0)
+
+
+def test_encoder_layers_keeps_the_first_layers_of_a_pretrained_encoder(tmp_path, tok, texts):
+    """MiniLM cut to 2 layers: the kept layers carry the pretrained weights, the pooled output equals the full
+    model's layer-2 hidden states, and the cut survives save/load (what export and the runtime rebuild)."""
+    full = RouterModel(RouterModelConfig(models=["a", "b"], encoder="minilm", dropout=0.0)).eval()
+    cut = RouterModel(RouterModelConfig(models=["a", "b"], encoder="minilm", encoder_layers=2, dropout=0.0)).eval()
+    assert full.encoder.config.num_hidden_layers == 6 and len(full.encoder.encoder.layer) == 6
+    assert cut.encoder.config.num_hidden_layers == 2 and len(cut.encoder.encoder.layer) == 2
+    for name, p in cut.encoder.state_dict().items():
+        assert torch.equal(p, full.encoder.state_dict()[name]), name
+    b = {k: torch.from_numpy(v) for k, v in encode_batch(tok, texts, 64).items()}
+    with torch.no_grad():
+        h2 = full.encoder(**b, output_hidden_states=True).hidden_states[2]
+        m = b["attention_mask"].unsqueeze(-1).float()
+        torch.testing.assert_close(cut(**b).pooled, (h2 * m).sum(1) / m.sum(1), atol=1e-5, rtol=1e-5)
+    cut.save_pretrained(tmp_path / "m")
+    loaded = RouterModel.from_pretrained(tmp_path / "m")
+    assert loaded.config.encoder_layers == 2 and len(loaded.encoder.encoder.layer) == 2
+    with torch.no_grad():
+        assert torch.equal(loaded(**b).pooled, cut(**b).pooled)
+
+
+def test_encoder_layers_validation_and_random_encoders():
+    with pytest.raises(ValueError, match="encoder_layers must be >= 1"):
+        tiny_config(encoder_layers=0)
+    with pytest.raises(ValueError, match="encoder_layers 7 > the 6 layers"):
+        RouterModel(RouterModelConfig(models=["a"], encoder="minilm", encoder_layers=7))
+    one = RouterModel(tiny_config(encoder_layers=1))  # DistilBERT's n_layers through the same attribute
+    assert one.encoder.config.n_layers == 1 and len(one.encoder.transformer.layer) == 1
