@@ -30,6 +30,7 @@ class IsotonicCalibrator:
     y: list[np.ndarray]
     tiers: list[str] = field(default_factory=list)
     n_fit: list[int] = field(default_factory=list)  # labelled held-out predictions each tier was fitted on
+    _table: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def fit(cls, scores: np.ndarray, labels: np.ndarray, tiers: Sequence[str] | None = None,
@@ -71,10 +72,22 @@ class IsotonicCalibrator:
         scores = np.asarray(scores, dtype=float)
         if scores.ndim != 2 or scores.shape[1] != self.n_tiers:
             raise ValueError(f"expected (P, {self.n_tiers}) scores, got {scores.shape}")
+        table = self._packed()
+        if table is not None and scores.size * table[0].shape[1] <= _PACKED_MAX and np.isfinite(scores).all():
+            return _interp_packed(scores, *table)
         out = np.empty_like(scores)
         for t in range(self.n_tiers):
             out[:, t] = np.interp(scores[:, t], self.x[t], self.y[t])
         return out
+
+    def _packed(self) -> tuple | None:
+        """All tiers' maps as padded (T, L) arrays for :func:`_interp_packed`, or None when a map is outside what
+        it reproduces exactly (not strictly increasing, not finite). Rebuilt if ``x``/``y`` were replaced."""
+        key = (tuple(map(id, self.x)), tuple(map(id, self.y)))
+        if self._table is not None and self._table[0] == key:
+            return self._table[1]
+        self._table = (key, _pack(self.x, self.y))
+        return self._table[1]
 
     __call__ = transform
 
@@ -104,6 +117,50 @@ class IsotonicCalibrator:
     @classmethod
     def load(cls, path: str | Path) -> "IsotonicCalibrator":
         return cls.from_dict(json.loads(Path(path).read_text()), where=str(path))
+
+
+_PACKED_MAX = 1 << 20  # scores x thresholds compared at once; bigger batches use np.interp tier by tier
+
+
+def _pack(xs: list[np.ndarray], ys: list[np.ndarray]) -> tuple | None:
+    """Tables for :func:`_interp_packed`, or None when a map is outside what it reproduces exactly.
+
+    Row t has one segment per position ``k = #(x[t] <= s)``: k = 0 (below the first threshold) and k = len
+    (at or above the last) are flat segments at the first/last value; 1 <= k < len is numpy's segment k - 1, with
+    numpy's slope ``(y[j+1] - y[j]) / (x[j+1] - x[j])``. Thresholds are padded with +inf (never <= a finite score).
+    Required: x strictly increasing and finite, y finite and never -0.0, every slope finite."""
+    if not len(xs):
+        return None
+    width = max(len(a) for a in xs) + 1
+    thr = np.full((len(xs), width - 1), np.inf)
+    x0 = np.zeros((len(xs), width))
+    y0 = np.zeros((len(xs), width))
+    slope = np.zeros((len(xs), width))
+    for t, (a, b) in enumerate(zip(xs, ys)):
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        n = len(a)
+        if n == 0 or a.shape != b.shape or not (np.isfinite(a).all() and np.isfinite(b).all()) \
+                or (np.diff(a) <= 0).any() or np.signbit(b).any():
+            return None
+        sl = (b[1:] - b[:-1]) / (a[1:] - a[:-1])
+        if not np.isfinite(sl).all():
+            return None
+        thr[t, :n] = a
+        x0[t, 0], y0[t, 0] = a[0], b[0]
+        x0[t, 1:n], y0[t, 1:n], slope[t, 1:n] = a[:-1], b[:-1], sl
+        x0[t, n:], y0[t, n:] = a[-1], b[-1]
+    off = np.arange(len(xs))[None, :] * width
+    return thr, x0.ravel(), y0.ravel(), slope.ravel(), off
+
+
+def _interp_packed(scores: np.ndarray, thr: np.ndarray, x0: np.ndarray, y0: np.ndarray, slope: np.ndarray,
+                   off: np.ndarray) -> np.ndarray:
+    """``np.interp(scores[:, t], x[t], y[t])`` for every tier at once, bit for bit (finite scores; maps accepted by
+    :func:`_pack`). numpy computes ``slope * (s - x[j]) + y[j]`` inside a segment and returns ``y[j]`` on a threshold,
+    ``y[0]`` below and ``y[-1]`` above; here every case is that same expression (on a threshold and on the flat
+    end segments the product is a zero, and ``y + 0 == y`` for y != -0.0). A test checks it against np.interp."""
+    k = (thr[None, :, :] <= scores[:, :, None]).sum(axis=2) + off
+    return slope.take(k) * (scores - x0.take(k)) + y0.take(k)
 
 
 # --- metrics ---------------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ on a tokenizer, and they are usable both as extra inputs to learned routers and 
 flags feed the *safety floors* of a :class:`~aco_bert.spec.RouterSpec` through :func:`detect_domains`.
 
 Counts are ``log1p``-scaled so one pathological prompt (a 20k-line log) cannot dominate a linear model. Speed:
-byte-level statistics (tokens, digits, capitals, numbers, questions) are computed with numpy over all texts at
-once; the rest are compiled regexes that start with a literal or a character class (so ``re`` can skip ahead)
+byte-level statistics (tokens, digits, capitals, numbers, questions) are ``bytes.translate`` + ``bytes.count``
+passes (no numpy call per text: the router featurises one prompt per request); the rest are compiled regexes that start with a literal or a character class (so ``re`` can skip ahead)
 and ``str.count``; keywords are whole words found by one set intersection per text.
 ``python scripts/bench_features.py`` prints the timing (10k SWE-bench-sized texts: well under 2 s on one core).
 """
@@ -104,7 +104,6 @@ DOMAIN_FEATURES = tuple(f"domain_{d}" for d in DOMAINS)
 STEP_FEATURES = tuple(f"step_{s}" for s in STEP_TYPES)
 FEATURE_NAMES: tuple[str, ...] = _TEXT_NAMES + DOMAIN_FEATURES + STEP_FEATURES
 N_FEATURES = len(FEATURE_NAMES)
-_COL = {n: i for i, n in enumerate(FEATURE_NAMES)}
 
 # --- patterns ------------------------------------------------------------------------------------------------
 # Line-anchored patterns start with a literal "\n" and run on "\n" + text + "\n" (a literal first char lets re
@@ -152,6 +151,9 @@ def _build_terms() -> tuple[dict[bytes, list[int]], dict[bytes, list[tuple[bytes
 
 
 _SINGLE_TERMS, _PHRASES, _FIRST_WORDS = _build_terms()
+# Every word of every term: one set intersection with a text's words finds both the first words that hit and the
+# other words of phrases that are present.
+_TERM_WORDS = _FIRST_WORDS | frozenset(w for ps in _PHRASES.values() for rest, _, _ in ps for w in rest)
 
 
 def _keyword_counts(low: str) -> list[int]:
@@ -163,20 +165,17 @@ def _keyword_counts(low: str) -> list[int]:
     """
     counts = [0] * len(_GROUPS)
     words = _words_of(low)
-    hits = _FIRST_WORDS.intersection(words)
-    if not hits:
+    present = _TERM_WORDS.intersection(words)
+    if not present:
         return counts
-    present: set[bytes] | None = None
     joined: bytes | None = None
-    for w in hits:
+    for w in present & _FIRST_WORDS:
         gs = _SINGLE_TERMS.get(w)
         if gs:
             n = words.count(w)
             for g in gs:
                 counts[g] += n
         for rest, phrase, gs in _PHRASES.get(w, ()):
-            if present is None:
-                present = set(words)
             if all(r in present for r in rest):
                 if joined is None:
                     joined = b" " + b" ".join(words) + b" "
@@ -200,10 +199,10 @@ def detect_domains(text: str) -> list[str]:
     return [d for d, i in _DOMAIN_INDEX if counts[i] > 0]
 
 
-# --- byte-level statistics (all texts at once) -----------------------------------------------------------------
+# --- byte-level statistics -------------------------------------------------------------------------------------
 
 _WS = np.zeros(256, dtype=bool)
-_WS[[9, 10, 11, 12, 13, 32, 0]] = True  # ASCII whitespace; NUL separates texts in the joined buffer
+_WS[[9, 10, 11, 12, 13, 32, 0]] = True  # ASCII whitespace; NUL also marks the text's two ends
 _DIGIT = np.zeros(256, dtype=bool)
 _DIGIT[ord("0"):ord("9") + 1] = True
 _UPPER = np.zeros(256, dtype=bool)
@@ -211,36 +210,32 @@ _UPPER[ord("A"):ord("Z") + 1] = True
 _WORDISH = _DIGIT | _UPPER | np.isin(np.arange(256), [ord(c) for c in "abcdefghijklmnopqrstuvwxyz_."])
 _WORDISH[128:] = True  # UTF-8 bytes of non-ASCII letters
 _Q_END = _WS | np.isin(np.arange(256), [ord(c) for c in "\"')]"])
+# bytes.translate tables that turn each count into a count of a 2-byte pattern (C speed, no per-text numpy calls):
+# token start = " x" (whitespace then not), number start = " 1" (a digit after a non-word byte),
+# question = "? " (a "?" before whitespace, a closing quote/bracket or the end).
+_T_TOKEN = bytes(32 if _WS[c] else ord("x") for c in range(256))
+_T_NUMBER = bytes(ord("1") if _DIGIT[c] else ord("a") if _WORDISH[c] else 32 for c in range(256))
+_T_QUESTION = bytes(ord("?") if c == ord("?") else 32 if _Q_END[c] else ord("x") for c in range(256))
+_DIGIT_BYTES = bytes(np.flatnonzero(_DIGIT).tolist())
+_UPPER_BYTES = bytes(np.flatnonzero(_UPPER).tolist())
+
+
+def _byte_counts(text: str) -> tuple[int, int, int, int, int]:
+    """Whitespace tokens, digits, ASCII capitals, numbers, questions of one text (its UTF-8 bytes).
+
+    A number is a digit run not glued to a word ("v2", "py3" and the "14" of "3.14" are not new numbers); a question
+    is a "?" followed by whitespace, a closing quote/bracket or the end (not a URL query). The text is bracketed by
+    NULs, which count as whitespace: the start and the end behave like a space.
+    """
+    b = b"\x00" + text.encode("utf-8", "surrogatepass") + b"\x00"
+    return (b.translate(_T_TOKEN).count(b" x"), len(b) - len(b.translate(None, _DIGIT_BYTES)),
+            len(b) - len(b.translate(None, _UPPER_BYTES)), b.translate(_T_NUMBER).count(b" 1"),
+            b.translate(_T_QUESTION).count(b"? "))
 
 
 def _byte_stats(texts: list[str]) -> np.ndarray:
-    """(n, 5) per-text counts: whitespace tokens, digits, ASCII capitals, numbers, questions.
-
-    One numpy pass over the NUL-joined UTF-8 bytes; every text is bracketed by NULs, so a row depends only on its
-    own text. A number is a digit run not glued to a word ("v2", "py3" and the "14" of "3.14" are not new numbers);
-    a question is a "?" followed by whitespace, a closing quote/bracket or the end (not a URL query).
-    """
-    enc = [t.encode("utf-8", "surrogatepass") for t in texts]
-    lens = np.fromiter((len(e) + 1 for e in enc), dtype=np.int64, count=len(enc))
-    buf = np.frombuffer(b"\x00" + b"\x00".join(enc) + b"\x00", dtype=np.uint8)
-    starts = np.concatenate([[1], 1 + np.cumsum(lens)[:-1]]) if len(enc) else np.zeros(0, dtype=np.int64)
-    ends = starts + lens - 1
-    cur, prev, nxt = buf[1:-1], buf[:-2], buf[2:]
-    ws = _WS[cur]
-    dig = _DIGIT[cur]
-    flags = (
-        ~ws & _WS[prev],  # token starts
-        dig,
-        _UPPER[cur],
-        dig & ~_WORDISH[prev],  # number starts
-        (cur == ord("?")) & _Q_END[nxt],
-    )
-    # flags[k][i] describes buf[i + 1]; a text spans buf[starts:ends], i.e. flag positions [starts - 1, ends - 1).
-    out = np.empty((len(enc), len(flags)), dtype=np.int64)
-    for j, f in enumerate(flags):
-        pos = np.flatnonzero(f)
-        out[:, j] = np.searchsorted(pos, ends - 1) - np.searchsorted(pos, starts - 1)
-    return out
+    """(n, 5) per-text counts: whitespace tokens, digits, ASCII capitals, numbers, questions (see :func:`_byte_counts`)."""
+    return np.array([_byte_counts(t) for t in texts], dtype=np.int64).reshape(len(texts), 5)
 
 
 def _regex_row(text: str) -> list[float]:
@@ -262,6 +257,25 @@ def _regex_row(text: str) -> list[float]:
         n_lines, blocks, indented, float(has_code), float(tb), frames, errors, paths, urls, easy, hard,
         *(float(c > 0) for c in kw[2:]),
     ]
+
+
+def _text_row(text: str) -> list[float]:
+    """The text columns of :data:`FEATURE_NAMES` (text and domain features) *before* ``log1p``, as float64 values.
+
+    Ratios and signs are computed here (IEEE division, the same numbers numpy gives); :func:`featurize` applies
+    ``np.log1p`` to the ``log_*`` columns of all rows in one call."""
+    chars = float(len(text))
+    tok, dig, upp, nums, qs = _byte_counts(text)
+    lines, blocks, indented, has_code, tb, frames, errors, paths, urls, easy, hard, *domains = _regex_row(text)
+    safe_chars, safe_lines = max(chars, 1.0), max(float(lines), 1.0)
+    return [
+        chars, tok, lines, chars / safe_lines, blocks, indented / safe_lines, has_code, tb, frames, errors, paths,
+        urls, nums, qs, dig / safe_chars, upp / safe_chars, easy, hard, float((hard > easy) - (hard < easy)),
+        *domains,
+    ]
+
+
+_LOG_COLS = np.array([i for i, n in enumerate(_TEXT_NAMES) if n.startswith("log_")])
 
 
 def step_type_onehot(step_types: Sequence[str | None]) -> np.ndarray:
@@ -296,24 +310,9 @@ def featurize(texts: Sequence[str], step_types: Sequence[str | None] | None = No
     out = np.zeros((n, N_FEATURES), dtype=np.float32)
     if n == 0:
         return out
-    chars = np.fromiter((len(t) for t in texts), dtype=np.float64, count=n)
-    tok, dig, upp, nums, qs = _byte_stats(texts).T.astype(np.float64)
-    r = np.array([_regex_row(t) for t in texts], dtype=np.float64)
-    lines, blocks, indented, has_code, tb, frames, errors, paths, urls, easy, hard = r[:, :11].T
-    safe_chars, safe_lines = np.maximum(chars, 1), np.maximum(lines, 1)
-    cols = {
-        "log_chars": np.log1p(chars), "log_tokens": np.log1p(tok), "log_lines": np.log1p(lines),
-        "log_mean_line_len": np.log1p(chars / safe_lines), "log_code_blocks": np.log1p(blocks),
-        "frac_indented_lines": indented / safe_lines, "has_code": has_code, "has_traceback": tb,
-        "log_trace_frames": np.log1p(frames), "log_error_mentions": np.log1p(errors),
-        "log_file_paths": np.log1p(paths), "log_urls": np.log1p(urls), "log_numbers": np.log1p(nums),
-        "log_questions": np.log1p(qs), "frac_digits": dig / safe_chars, "frac_upper": upp / safe_chars,
-        "log_easy_kw": np.log1p(easy), "log_hard_kw": np.log1p(hard), "hard_minus_easy": np.sign(hard - easy),
-    }
-    for name, v in cols.items():
-        out[:, _COL[name]] = v
-    for j, d in enumerate(DOMAINS):
-        out[:, _COL[f"domain_{d}"]] = r[:, 11 + j]
+    x = np.array([_text_row(t) for t in texts], dtype=np.float64)
+    x[:, _LOG_COLS] = np.log1p(x[:, _LOG_COLS])
+    out[:, : x.shape[1]] = x
     out[:, len(_TEXT_NAMES) + len(DOMAINS):] = steps
     return out
 

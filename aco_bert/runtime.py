@@ -115,6 +115,9 @@ class TreeEnsemble:
         self.dleft, self.val = np.concatenate(dleft), np.concatenate(val).astype(np.float32)
         self.roots, self.starts, self.depth = np.asarray(roots), np.asarray(starts), depth
         self.n_trees = n_trees
+        # child[2 * node + go_left]: one gather per level instead of where(go_left, left[node], right[node])
+        self.child = np.stack([self.right, self.left], axis=1).ravel()
+        self.sigmoid_cols = np.array([k for k, link in enumerate(self.links) if link == "sigmoid"], dtype=np.intp)
         self.offset = np.zeros(len(boosters))
         probe = self._probe(4)
         margin = np.stack([b.inplace_predict(probe, predict_type="margin") for b in boosters], axis=1)
@@ -144,19 +147,27 @@ class TreeEnsemble:
         x = np.ascontiguousarray(x, dtype=np.float32)
         n = x.shape[0]
         node = np.broadcast_to(self.roots, (n, self.n_trees)).copy()
-        rows = np.arange(n)[:, None]
-        for _ in range(self.depth):
-            v = x[rows, self.feat[node]]
-            go_left = np.where(np.isnan(v), self.dleft[node], v < self.thr[node])
-            node = np.where(go_left, self.left[node], self.right[node])
-        vals = self.val[node].astype(np.float64)
+        if x.ndim == 2 and x.shape[1] == self.n_features:
+            # flat gathers (take) on the row-major input: same nodes as the 2-D indexing below, fewer numpy calls
+            flat, base = x.ravel(), np.arange(0, n * self.n_features, self.n_features)[:, None]
+            for _ in range(self.depth):
+                v = flat.take(self.feat.take(node) + base)
+                go_left = np.where(np.isnan(v), self.dleft.take(node), v < self.thr.take(node))
+                node = self.child.take(2 * node + go_left)
+        else:
+            rows = np.arange(n)[:, None]
+            for _ in range(self.depth):
+                v = x[rows, self.feat[node]]
+                go_left = np.where(np.isnan(v), self.dleft[node], v < self.thr[node])
+                node = np.where(go_left, self.left[node], self.right[node])
+        vals = self.val.take(node).astype(np.float64)
         return np.add.reduceat(vals, self.starts, axis=1) + self.offset
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         m = self.margins(x)
-        for k, link in enumerate(self.links):
-            if link == "sigmoid":
-                m[:, k] = 1.0 / (1.0 + np.exp(-m[:, k]))
+        if self.sigmoid_cols.size:  # all sigmoid columns in one call (elementwise: the same numbers per column)
+            k = self.sigmoid_cols
+            m[:, k] = 1.0 / (1.0 + np.exp(-m[:, k]))
         return m
 
     def check(self, boosters: Sequence, tol: float = 1e-5) -> float:
@@ -272,11 +283,13 @@ class DecisionLayer:
             raise BundleError(f"stacker expects {st.boosters[live[0]].num_features()} inputs ({lay}), the model "
                               f"gives {x.shape[1]} (logits {outputs['logits'].shape}, pooled {outputs['pooled'].shape})")
         fast = self.stack_forest.predict(x) if self.stack_forest is not None else None
+        if fast is not None:
+            out[:, live] = fast
         for t, b in enumerate(st.boosters):
             if b is None:
                 out[:, t] = st.base_rate[t]
-            else:
-                out[:, t] = fast[:, live.index(t)] if fast is not None else b.inplace_predict(x)
+            elif fast is None:
+                out[:, t] = b.inplace_predict(x)
         return out
 
     def _cost_heads(self, outputs: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -311,6 +324,11 @@ class DecisionLayer:
         if x is None or x.shape[1] != want:
             raise BundleError(f"cost model expects {want} input columns ({lay}), got {None if x is None else x.shape}")
         fast = self.cost_forest.predict(x) if self.cost_forest is not None else None
+        if fast is not None:  # all tiers in one expression (elementwise: the same numbers as tier by tier)
+            live = [t for t, b in enumerate(cm.boosters) if b is not None]
+            smear = np.array([cm.smear[t] for t in live], dtype=np.float64)
+            out[:, live] = np.maximum(np.exp(fast) * smear - EPS, 0.0)
+            return out
         k = 0
         for t, b in enumerate(cm.boosters):
             if b is not None:
@@ -325,10 +343,24 @@ class DecisionLayer:
 
     # --- decisions --------------------------------------------------------------------------------------------
     def context(self, texts: Sequence[str], probs: np.ndarray, costs: np.ndarray, step_types, domains, budgets,
-                min_tiers):
+                min_tiers, features: np.ndarray | None = None):
+        """Routing context and floors. ``features``: the :func:`~aco_bert.features.featurize` rows of ``texts``;
+        their domain columns are exactly :func:`~aco_bert.features.detect_domains` (same keyword counts), so the
+        floors reuse them instead of scanning every text a second time."""
         from aco_bert.routing import StepContext, floors_for
 
-        fl = floors_for(self.spec, texts, step_types, domains, min_tiers)
+        if features is None:
+            fl = floors_for(self.spec, texts, step_types, domains, min_tiers)
+        else:
+            from aco_bert.features import DOMAINS, FEATURE_NAMES
+
+            first = FEATURE_NAMES.index(f"domain_{DOMAINS[0]}")
+            found = features[:, first: first + len(DOMAINS)] > 0
+            # detected first (in DOMAINS order), then the declared ones: the order floors_for(detect=True) uses
+            declared = domains if domains is not None else [None] * len(texts)
+            merged = [[d for d, f in zip(DOMAINS, row) if f] + list(declared[i] or ()) for i, row in
+                      enumerate(found.tolist())]
+            fl = floors_for(self.spec, texts, step_types, merged, min_tiers, detect=False)
         budget = np.array([np.nan if b is None else float(b) for b in budgets], dtype=float)
         ctx = StepContext(probs, costs, fl.min_tier, budget, step_types=np.asarray(list(step_types), dtype=object))
         return ctx, fl
@@ -354,8 +386,10 @@ class DecisionLayer:
                 names[i] = "budget"
         return raw, np.maximum(raw, ctx.min_tier), names
 
-    def _policy_reason(self, name: str, i: int, ctx, raw: int) -> str:
-        probs, cost, allowed = ctx.probs[i], ctx.exp_cost[i], ctx.allowed()[i]
+    def _policy_reason(self, name: str, i: int, ctx, raw: int, allowed: np.ndarray | None = None) -> str:
+        """``allowed``: ``ctx.allowed()`` when the caller has it (it is (P, T): not worth rebuilding per prompt)."""
+        probs, cost = ctx.probs[i], ctx.exp_cost[i]
+        allowed = (ctx.allowed() if allowed is None else allowed)[i]
         if name == "budget":
             b = float(ctx.budget[i])
             if (allowed & (cost <= b)).any():
@@ -377,23 +411,26 @@ class DecisionLayer:
 
         feats = featurize(texts, [s if _featurizable(s) else None for s in step_types])
         probs, costs = self.probs_costs(outputs, feats)
-        ctx, fl = self.context(texts, probs, costs, step_types, domains, budgets, min_tiers)
+        ctx, fl = self.context(texts, probs, costs, step_types, domains, budgets, min_tiers, features=feats)
         raw, final, names = self.choose(ctx)
         models = self.spec.models
         out = []
         truncated = enc.truncated
+        allowed = ctx.allowed()
+        # Python floats/ints in one conversion per array (tolist() gives the same values as float()/int() per item)
+        probs_l, costs_l = probs.tolist(), costs.tolist()
+        raw_l, final_l, min_l = raw.tolist(), final.tolist(), ctx.min_tier.tolist()
         for i in range(len(texts)):
-            t = int(final[i])
+            t, r = int(final_l[i]), int(raw_l[i])
             reasons = list(fl.reasons[i])
-            reasons.append(self._policy_reason(names[i], i, ctx, int(raw[i])))
-            if t > raw[i]:
-                reasons.append(f"floor raised tier {int(raw[i]) + 1} -> {t + 1}")
+            reasons.append(self._policy_reason(names[i], i, ctx, r, allowed))
+            if t > r:
+                reasons.append(f"floor raised tier {r + 1} -> {t + 1}")
             if truncated[i]:
                 reasons.append(f"truncated: {enc.n_tokens_full[i]} tokens > max_length {max_length} (head+tail kept)")
-            out.append(Decision(tier=t + 1, model=models[t], probs=[float(x) for x in probs[i]],
-                                expected_cost=[float(x) for x in costs[i]], reasons=reasons, policy=names[i],
-                                n_tokens=int(enc.n_tokens[i]), truncated=bool(truncated[i]),
-                                min_tier=int(ctx.min_tier[i]) + 1))
+            out.append(Decision(tier=t + 1, model=models[t], probs=probs_l[i], expected_cost=costs_l[i],
+                                reasons=reasons, policy=names[i], n_tokens=int(enc.n_tokens[i]),
+                                truncated=bool(truncated[i]), min_tier=int(min_l[i]) + 1))
         return out
 
 
@@ -480,12 +517,12 @@ class Router:
 
     # --- the pipeline, stage by stage (public so the exporter and the benchmark can time / feed each) ----------
     def encode(self, texts: Sequence[str]) -> Encoded:
-        from aco_bert.tokenization import pad_ids, truncate_ids
+        """Token ids cut head+tail, padded; with each prompt's full token count (for the "truncated" reason).
+        :func:`aco_bert.tokenization.encode_truncated` gets both without tokenising all of a long prompt."""
+        from aco_bert.tokenization import encode_truncated, pad_ids
 
-        encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
-        seqs = [truncate_ids(e.ids, e.special_tokens_mask, self.max_length, self.truncation, self.tail_tokens)
-                for e in encs]
-        return Encoded(pad_ids(seqs, self.pad_id), [len(s) for s in seqs], [len(e.ids) for e in encs])
+        seqs, full = encode_truncated(self.tokenizer, texts, self.max_length, self.truncation, self.tail_tokens)
+        return Encoded(pad_ids(seqs, self.pad_id), [len(s) for s in seqs], full)
 
     def forward(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """ONNX Runtime forward of one padded batch -> {logits, pooled[, cost]}."""
