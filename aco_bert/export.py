@@ -173,12 +173,18 @@ def export_onnx(model, path: str | Path, opset: int = 17) -> None:
 
 
 def optimize_onnx(src: str | Path, dst: str | Path, encoder_config) -> dict[str, int]:
-    """ORT transformer optimizer (model_type "bert"; heads/hidden size from the encoder config) -> fused-op counts."""
+    """ORT transformer optimizer (model_type "bert"; heads/hidden size from the encoder config) -> fused-op counts.
+    Add + LayerNormalization are NOT fused into SkipLayerNormalization: that kernel is ~5x slower than the pair on
+    this CPU (see ``aco_bert.runtime.DISABLED_ORT_OPTIMIZERS``, which keeps ORT from fusing them at load)."""
     from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
 
     n_heads = int(getattr(encoder_config, "num_attention_heads", 0) or 0)
     hidden = int(getattr(encoder_config, "hidden_size", 0) or 0)
-    om = optimizer.optimize_model(str(src), model_type="bert", num_heads=n_heads, hidden_size=hidden)
+    options = FusionOptions("bert")
+    options.enable_skip_layer_norm = False
+    om = optimizer.optimize_model(str(src), model_type="bert", num_heads=n_heads, hidden_size=hidden,
+                                  optimization_options=options)
     om.save_model_to_file(str(dst))
     stats = om.get_fused_operator_statistics() or {}
     return {k: int(v) for k, v in stats.items() if v}

@@ -17,6 +17,7 @@ as the input grows 10x.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--fp32", action="store_true", help="benchmark the fp32 model instead of int8")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="also time the scorer with this many worker processes (0: skip)")
     a = ap.parse_args(argv)
 
     from aco_bert.runtime import Router
@@ -131,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         c0 = time.process_time()
         s = score_dataset(cfg, router=router, log=lambda _m: None)
         rows.append(("score_dataset, jsonl file -> parquet file", s.n_rows, s.seconds, time.process_time() - c0))
+        if a.workers > 0:  # worker processes, 1 ORT thread each (start-up included; CPU s of this process only)
+            cfg_w = dataclasses.replace(cfg, output=str(tdp / "out_w.parquet"), workers=a.workers)
+            c0 = time.process_time()
+            s = score_dataset(cfg_w, log=lambda _m: None)
+            rows.append((f"score_dataset, {a.workers} worker processes x 1 thread (incl. start-up)", s.n_rows,
+                         s.seconds, float("nan")))
 
         mem = []
         if not a.skip_memory:
@@ -150,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| Path | Prompts | Wall s | Prompts/s | CPU s | Prompts per CPU-s |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, n, wall, cpu in rows:
-        print(f"| {name} | {n} | {wall:.2f} | {n / wall:.0f} | {cpu:.2f} | {n / cpu:.0f} |")
+        cpu_cols = f"{cpu:.2f} | {n / cpu:.0f}" if cpu == cpu else "- | -"  # NaN: the work ran in other processes
+        print(f"| {name} | {n} | {wall:.2f} | {n / wall:.0f} | {cpu_cols} |")
     if mem:
         print("\n| `python -m aco_bert.score` rows | Input MiB | Peak RSS MiB | Wall s | Prompts/s (incl. start-up) |")
         print("|---:|---:|---:|---:|---:|")
