@@ -123,7 +123,7 @@ def run(cfg: DemoConfig, log=print) -> dict:
     bundle = out / "bundle"
     # int8 ships only if it passes the parity gates; otherwise the bundle is fp32 and the manifest says why
     export(ExportConfig(checkpoint=str(out / "run"), out=str(bundle), int8=cfg.int8, int8_optional=True,
-                        data_dir=cfg.data_dir, validation_slice=128, seed=cfg.seed, force=True))
+                        data_dir=cfg.data_dir, validation_slice=256, seed=cfg.seed, force=True))
     lap("export", t)
 
     t = time.perf_counter()
