@@ -213,7 +213,7 @@ def _down_projections(model_path: str | Path) -> list[str]:
     return out
 
 
-SMOOTH_ALPHAS = (0.5, 0.75, 0.85, 0.95)  # SmoothQuant migration strengths tried per MatMul (0 = none moved)
+SMOOTH_ALPHAS = (0.5, 0.75, 0.85, 0.95)  # SmoothQuant migration strengths tried per MatMul (and no smoothing)
 SMOOTH_ROWS = 2048  # calibration rows (tokens) per MatMul that score each alpha
 
 

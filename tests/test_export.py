@@ -259,6 +259,16 @@ def test_smooth_scheme_is_an_exact_fp32_rewrite_with_fp32_outlier_matmuls(run_di
         quantize_int8(m, tmp_path / "x.onnx", "smooth")
 
 
+def test_calibration_prompts_never_come_from_the_parity_slice(swebench):
+    from aco_bert.export import calibration_texts, validation_slice
+
+    m = swebench.matrix()
+    vs = validation_slice(m, 256, 0, None, m.models, m.models)
+    calib = calibration_texts(m, set(vs.prompt_ids), 64, 0)
+    assert len(calib) == 64 and not set(calib) & set(vs.texts)
+    assert calibration_texts(m, set(m.prompt_ids), 64, 0) == [] and calibration_texts(None, set(), 64, 0) == []
+
+
 def test_smooth_scheme_cuts_the_int8_error_of_minilm(swebench, tmp_path):
     """On the real encoder (the packaged MiniLM cut to 2 layers; its LayerNorm/GELU outputs have channels 10-17x
     the median) the ``smooth`` scheme's int8 pooled embedding is >= 25 % closer to fp32 than plain ``all`` on
