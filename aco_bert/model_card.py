@@ -66,11 +66,16 @@ def render_model_card(bundle_dir: str | Path, *, evaluation: dict[str, Any] | No
     if parity:
         lines += ["", "## Export parity", "", f"On {parity.get('source', '?')}:", "",
                   "| model | max abs dP vs torch | decision agreement | max abs AUC change |", "|---|---:|---:|---:|"]
+        scheme = (man.get("int8") or {}).get("scheme")
         for tag in ("fp32", "int8"):
             r = parity.get(tag)
             if isinstance(r, dict):
-                lines.append(f"| {tag} | {_fmt(r.get('max_abs_dp'))} | {_pct(r.get('decision_agreement'))} | "
+                label = f"int8 (`{scheme}` scheme)" if tag == "int8" and scheme else tag
+                lines.append(f"| {label} | {_fmt(r.get('max_abs_dp'))} | {_pct(r.get('decision_agreement'))} | "
                              f"{_fmt(r.get('max_abs_auc_change'))} |")
+        for a in parity.get("int8_attempts") or []:
+            if not a.get("passed"):
+                lines.append(f"\nint8 scheme `{a.get('scheme')}` rejected: {'; '.join(a.get('failures') or [])}.")
     for name, path in (plots or {}).items():
         lines += ["", f"![{name}]({path})"]
     for k, v in (extra or {}).items():
