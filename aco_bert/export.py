@@ -344,8 +344,15 @@ def smooth_matmuls(src: str | Path, dst: str | Path, feeds: Sequence[dict[str, n
         inits[w_name].CopyFrom(numpy_helper.from_array((w * (s * keep)[:, None]).astype(np.float32), w_name))
         node.input[0] = smoothed
         if k:
-            out, part = node.output[0], f"{node.name}_int8_part"
-            node.output[0] = part
+            out = node.output[0]
+            users = [n for n in m.graph.node if out in n.input]
+            bias_add = users[0] if len(users) == 1 and users[0].op_type == "Add" and any(
+                i in inits and len(inits[i].dims) == 1 for i in users[0].input) else None
+            # The outlier part joins after the bias Add when there is one: MatMul -> Add(bias) stays adjacent, so
+            # ONNX Runtime still fuses the bias into the int8 MatMul (one op fewer per split).
+            joint = bias_add if bias_add is not None else node
+            out, part = joint.output[0], f"{node.name}_int8_part"
+            joint.output[0] = part
             idx, w_hi = f"{node.name}_outlier_channels", f"{node.name}_outlier_weight"
             m.graph.initializer.append(numpy_helper.from_array(hi.astype(np.int64), idx))
             m.graph.initializer.append(numpy_helper.from_array(w[hi].astype(np.float32), w_hi))
@@ -359,7 +366,7 @@ def smooth_matmuls(src: str | Path, dst: str | Path, feeds: Sequence[dict[str, n
         for i, n in enumerate(new_nodes):
             m.graph.node.insert(pos + i, n)
         if k:
-            pos = list(m.graph.node).index(node)
+            pos = list(m.graph.node).index(joint)
             add = onnx.helper.make_node("Add", [part, y_hi], [out], name=f"{node.name}_outlier_add")
             m.graph.node.insert(pos + 1, add)
     onnx.save(m, str(dst))
