@@ -43,10 +43,9 @@ class VerifierConfig:
     fmt: str = "json"
 
     def xgb_params(self) -> dict:
-        return {"objective": "binary:logistic", "eval_metric": "logloss", "max_depth": self.max_depth,
-                "eta": self.eta, "subsample": self.subsample, "colsample_bytree": self.colsample_bytree,
-                "min_child_weight": self.min_child_weight, "lambda": self.reg_lambda, "seed": self.seed,
-                "nthread": self.nthread, "verbosity": 0}
+        from aco_bert.xgb_artifacts import tree_params
+
+        return tree_params(self, "binary:logistic", eval_metric="logloss")
 
 
 def trace_arrays(matrix) -> dict[str, np.ndarray]:

@@ -42,10 +42,9 @@ class CostModelConfig:
     fmt: str = "json"
 
     def xgb_params(self) -> dict:
-        return {"objective": "reg:squarederror", "max_depth": self.max_depth, "eta": self.eta,
-                "subsample": self.subsample, "colsample_bytree": self.colsample_bytree,
-                "min_child_weight": self.min_child_weight, "lambda": self.reg_lambda, "seed": self.seed,
-                "nthread": self.nthread, "verbosity": 0}
+        from aco_bert.xgb_artifacts import tree_params
+
+        return tree_params(self, "reg:squarederror")
 
 
 def _design(features: np.ndarray | None, embeddings: np.ndarray | None, heads: np.ndarray | None,

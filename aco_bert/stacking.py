@@ -44,19 +44,10 @@ class StackerConfig:
     fmt: str = "json"  # "json" or "ubj"
 
     def xgb_params(self) -> dict:
-        return {
-            "objective": "binary:logistic",  # accepts soft labels in [0, 1] (graded outcomes)
-            "eval_metric": "logloss",
-            "max_depth": self.max_depth,
-            "eta": self.eta,
-            "subsample": self.subsample,
-            "colsample_bytree": self.colsample_bytree,
-            "min_child_weight": self.min_child_weight,
-            "lambda": self.reg_lambda,
-            "seed": self.seed,
-            "nthread": self.nthread,
-            "verbosity": 0,
-        }
+        from aco_bert.xgb_artifacts import tree_params
+
+        # binary:logistic accepts soft labels in [0, 1] (graded outcomes)
+        return tree_params(self, "binary:logistic", eval_metric="logloss")
 
 
 @dataclass

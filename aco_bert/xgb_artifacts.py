@@ -21,6 +21,15 @@ def read_artifact_manifest(path: str | Path, fmt: str, what: str) -> dict[str, A
     return m
 
 
+def tree_params(cfg: Any, objective: str, **extra: Any) -> dict[str, Any]:
+    """``xgb.train`` parameters from a config with the shared tree fields (max_depth, eta, subsample,
+    colsample_bytree, min_child_weight, reg_lambda, seed, nthread): the stacker, cost model and cascade verifier
+    differ only in objective and defaults."""
+    return {"objective": objective, **extra, "max_depth": cfg.max_depth, "eta": cfg.eta, "subsample": cfg.subsample,
+            "colsample_bytree": cfg.colsample_bytree, "min_child_weight": cfg.min_child_weight,
+            "lambda": cfg.reg_lambda, "seed": cfg.seed, "nthread": cfg.nthread, "verbosity": 0}
+
+
 def load_boosters(path: str | Path, names: Sequence[str | None]) -> list[Any]:
     """One ``xgboost.Booster`` per file name (None stays None: a tier without a model). xgboost is imported only
     when there is a file: its import pulls in scikit-learn, ~2 s of every scoring worker's start-up, which a
