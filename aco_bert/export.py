@@ -233,14 +233,16 @@ def _quant_dequant_weight(w: np.ndarray) -> np.ndarray:
     return np.round(w / scale) * scale
 
 
-def calibrate_activations(model_path: str | Path, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]],
+def calibrate_activations(model, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]],
                           rows: int = SMOOTH_ROWS, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per named tensor: (per-channel max |x| over every real token of ``feeds``, a seeded sample of ``rows``
-    token rows). The tensors are exposed as extra outputs of an unoptimised copy of the model."""
+    token rows). ``model``: an ``onnx.ModelProto`` (left unchanged) or a path. The tensors are exposed as extra
+    outputs of an unoptimised copy of the model."""
     import onnx
     import onnxruntime as ort
 
-    m = onnx.load(str(model_path))
+    m = onnx.ModelProto()
+    m.CopyFrom(model if isinstance(model, onnx.ModelProto) else onnx.load(str(model)))
     have = {o.name for o in m.graph.output}
     for t in tensors:
         if t not in have:
@@ -306,7 +308,7 @@ def smooth_matmuls(src: str | Path, dst: str | Path, feeds: Sequence[dict[str, n
                and n.input[1] in inits and len(inits[n.input[1]].dims) == 2]
     if not targets:
         raise ExportError(f"{src}: no MatMul/Attention with a constant weight to smooth")
-    calib = calibrate_activations(src, sorted({n.input[0] for n in targets}), feeds)
+    calib = calibrate_activations(m, sorted({n.input[0] for n in targets}), feeds)  # before m is rewritten
     chosen: dict[str, Any] = {}
     fp32_nodes: list[str] = []
     for node in targets:

@@ -136,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("score_dataset, jsonl file -> parquet file", s.n_rows, s.seconds, time.process_time() - c0))
         if a.workers > 0:  # worker processes, 1 ORT thread each (start-up included; CPU s of this process only)
             cfg_w = dataclasses.replace(cfg, output=str(tdp / "out_w.parquet"), workers=a.workers)
-            c0 = time.process_time()
             s = score_dataset(cfg_w, log=lambda _m: None)
             rows.append((f"score_dataset, {a.workers} worker processes x 1 thread (incl. start-up)", s.n_rows,
                          s.seconds, float("nan")))
