@@ -700,7 +700,8 @@ def parity_report(model, bundle_dir: Path, vs: ValidationSlice, cfg: ExportConfi
     if cfg.int8 and not failed:
         schemes = [cfg.int8_scheme] if cfg.int8_scheme else list(INT8_SCHEMES)
         attempts = []
-        calib = [r32.encode([t]).feed for t in calibration_texts or FALLBACK_PROMPTS]
+        # one prompt per feed, as the int8 runtime runs them; only the smooth scheme reads them
+        calib = [r32.encode([t]).feed for t in calibration_texts or FALLBACK_PROMPTS] if "smooth" in schemes else None
         for scheme in schemes:
             quant = quantize_int8(bundle_dir / B.MODEL_FP32, bundle_dir / B.MODEL_INT8, scheme, calib)
             r8 = Router.load(bundle_dir, int8=True, verify=False, threads=cfg.threads)
