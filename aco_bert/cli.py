@@ -14,9 +14,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "evaluate": ("aco_bert.evaluate", "replay routing policies offline against real outcomes"),
     "train": ("aco_bert.train", "train the multi-head router (also `accelerate launch -m aco_bert.train`)"),
     "stack": ("aco_bert.stack", "fit stacker, calibrators and cost model on out-of-fold predictions"),
-    "export": ("aco_bert.export", "export a trained router to an ONNX bundle"),
+    "export": ("aco_bert.export.build", "export a trained router to an ONNX bundle"),
     "serve": ("aco_bert.serve", "serve a bundle over HTTP (torch-free)"),
-    "score": ("aco_bert.score", "batch-score a dataset with a bundle"),
+    "score": ("aco_bert.score.scorer", "batch-score a dataset with a bundle"),
     "demo": ("aco_bert.demo", "the main job end to end: train, stack, export, score, report"),
 }
 

@@ -47,7 +47,7 @@ def split_outcomes(cfg: DemoConfig, out: Path) -> tuple[Path, Path, dict]:
     import numpy as np
 
     from aco_bert.data import load_outcomes
-    from aco_bert.splits import kfold
+    from aco_bert.data.splits import kfold
 
     table = load_outcomes(cfg.dataset, data_dir=cfg.data_dir)
     pids = list(dict.fromkeys(table.df["prompt_id"].tolist()))
@@ -75,12 +75,12 @@ def run(cfg: DemoConfig, log=print) -> dict:
     import yaml
 
     from aco_bert.config import load_config
-    from aco_bert.export import ExportConfig, export
-    from aco_bert.model_card import write_card
-    from aco_bert.score import ScoreConfig, score_dataset
-    from aco_bert.stack import StackStageConfig, run_stack
-    from aco_bert.train import train
-    from aco_bert.training_args import TrainConfig
+    from aco_bert.export.build import ExportConfig, export
+    from aco_bert.export.model_card import write_card
+    from aco_bert.score.scorer import ScoreConfig, score_dataset
+    from aco_bert.decision.stage import StackStageConfig, run_stack
+    from aco_bert.model.trainer import train
+    from aco_bert.model.training_args import TrainConfig
 
     t0 = time.perf_counter()
     out = Path(cfg.out)
@@ -138,7 +138,7 @@ def run(cfg: DemoConfig, log=print) -> dict:
     # the card travels with the bundle, so its plot does too (write_card re-hashes what it adds)
     import shutil
 
-    from aco_bert import bundle as B
+    from aco_bert.artifacts import bundle as B
 
     shutil.copyfile(out / "cost_quality.png", plot)
     B.update_manifest_entry(bundle, plot.name) if _in_manifest(bundle, plot.name) else _add_to_manifest(bundle, plot.name)
@@ -161,14 +161,14 @@ def run(cfg: DemoConfig, log=print) -> dict:
 
 
 def _in_manifest(bundle: Path, rel: str) -> bool:
-    from aco_bert import bundle as B
+    from aco_bert.artifacts import bundle as B
 
     return rel in B.read_manifest(bundle).get("files", {})
 
 
 def _add_to_manifest(bundle: Path, rel: str) -> None:
     """Add a file written after export (the plot) to the manifest, keeping every other entry."""
-    from aco_bert import bundle as B
+    from aco_bert.artifacts import bundle as B
 
     man = B.read_manifest(bundle)
     man["files"][rel] = {"sha256": B.sha256_file(bundle / rel), "bytes": (bundle / rel).stat().st_size}

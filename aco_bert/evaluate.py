@@ -1,7 +1,7 @@
 """`python -m aco_bert.evaluate`: replay the reference routing policies on a dataset's real outcomes.
 
 Prints a markdown table (Policy | Success | Cost/Task | Savings vs frontier) and the curve metrics, and writes
-the JSON report / PNG plot on request. Thin wrapper over :func:`aco_bert.policy_eval.evaluate_policies`, which is
+the JSON report / PNG plot on request. Thin wrapper over :func:`aco_bert.evaluation.replay.evaluate_policies`, which is
 also the hook learned routers use to add their policies to the same table.
 """
 
@@ -16,8 +16,8 @@ import pandas as pd
 
 from aco_bert.data import load_outcomes
 from aco_bert.data.schema import OutcomeMatrix
-from aco_bert.metrics.core import ONE_POINT
-from aco_bert.policy_eval import EvalReport, evaluate_policies, model_order
+from aco_bert.evaluation.metrics.core import ONE_POINT
+from aco_bert.evaluation.replay import EvalReport, evaluate_policies, model_order
 from aco_bert.spec import RouterSpec
 
 DOMAIN_COLUMNS = ("source", "category", "domain")
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.save_json(a.json)
         print(f"\nwrote {a.json}")
     if a.plot:
-        from aco_bert.plots import plot_cost_quality
+        from aco_bert.evaluation.plots import plot_cost_quality
 
         plot_cost_quality(report, a.plot, log_x=a.log_x)
         print(f"wrote {a.plot}")

@@ -4,7 +4,7 @@ Every test that needs a bundle (runtime, server, batch scorer) should use the sa
 fake: ``build_test_bundle(out_dir, data_dir)`` or the session fixture ``tiny_bundle`` in tests/conftest.py.
 
 The model is ``configs/tiny-test.yaml`` (a 2-layer, 32-wide random DistilBERT on the MiniLM tokenizer) trained in
-3-fold mode + final fit on 64 SWE-bench Verified prompts; the stacking stage is :func:`aco_bert.stack.run_stack`
+3-fold mode + final fit on 64 SWE-bench Verified prompts; the stacking stage is :func:`aco_bert.decision.stage.run_stack`
 (``python -m aco_bert.stack``) with small XGBoost settings, writing the ``<run>/stack`` layout the exporter reads.
 The numbers it produces are meaningless as routing quality (64 prompts, a random encoder); they are real as
 artifacts: every file, format and code path is the one a production bundle uses.
@@ -23,8 +23,8 @@ def train_test_run(run_dir: str | Path, data_dir: str | Path, config: str | Path
                    **overrides: Any) -> Path:
     """Tiny k-fold run with a final fit (reused when ``run_dir`` already holds a finished run)."""
     from aco_bert.config import load_config
-    from aco_bert.train import train
-    from aco_bert.training_args import TrainConfig
+    from aco_bert.model.trainer import train
+    from aco_bert.model.training_args import TrainConfig
 
     run_dir = Path(run_dir)
     opts = {"output_dir": str(run_dir), "data_dir": str(data_dir), "kfold": kfold, "final_fit": True,
@@ -35,12 +35,12 @@ def train_test_run(run_dir: str | Path, data_dir: str | Path, config: str | Path
 
 
 def stack_test_run(run_dir: str | Path, data_dir: str | Path, out: str | Path | None = None, seed: int = 0) -> Path:
-    """The real stacking stage (:func:`aco_bert.stack.run_stack`) with small XGBoost settings -> ``<run>/stack``:
+    """The real stacking stage (:func:`aco_bert.decision.stage.run_stack`) with small XGBoost settings -> ``<run>/stack``:
     ``stacker/``, ``calibrators.json``, ``cost_model/``, ``verifier/``, ``routing.json``."""
-    from aco_bert.cascade import VerifierConfig
-    from aco_bert.cost_model import CostModelConfig
-    from aco_bert.stack import StackStageConfig, run_stack
-    from aco_bert.stacking import StackerConfig
+    from aco_bert.decision.verifier import VerifierConfig
+    from aco_bert.decision.cost_model import CostModelConfig
+    from aco_bert.decision.stage import StackStageConfig, run_stack
+    from aco_bert.decision.stacker import StackerConfig
 
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "stack"
@@ -57,7 +57,7 @@ def build_test_bundle(out_dir: str | Path, data_dir: str | Path, *, mode: str = 
                       work_dir: str | Path | None = None, validation_slice: int = 256, force: bool = True) -> Path:
     """A real bundle at ``out_dir`` (``mode`` "stacked" or "heads"); the training run and stacking artifacts live
     in ``work_dir`` (default ``<out_dir>.work``) and are reused by later calls with the same ``work_dir``."""
-    from aco_bert.export import ExportConfig, export
+    from aco_bert.export.build import ExportConfig, export
 
     if mode not in ("stacked", "heads"):
         raise ValueError(f"mode must be 'stacked' or 'heads', got {mode!r}")

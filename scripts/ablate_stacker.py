@@ -17,14 +17,14 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aco_bert.baselines import mean_auc, oof_predict, per_tier_auc
-    from aco_bert.calibration import brier
+    from aco_bert.evaluation.tfidf import mean_auc, oof_predict, per_tier_auc
+    from aco_bert.decision.calibration import brier
     from aco_bert.data import load_outcomes
     from aco_bert.data.registry import default_spec_name
-    from aco_bert.features import featurize
+    from aco_bert.signals.handcrafted import featurize
     from aco_bert.spec import RouterSpec
-    from aco_bert.splits import Fold
-    from aco_bert.stacking import StackerConfig, StackInputs, cross_fit, load_oof, standardize_by_fold
+    from aco_bert.data.splits import Fold
+    from aco_bert.decision.stacker import StackerConfig, StackInputs, cross_fit, load_oof, standardize_by_fold
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="swebench-verified")

@@ -1,6 +1,6 @@
-"""Per-tier AUC of the TF-IDF + logistic-regression baseline (aco_bert.baselines) on real outcome data.
+"""Per-tier AUC of the TF-IDF + logistic-regression baseline (aco_bert.evaluation.tfidf) on real outcome data.
 
-* ``swebench-verified`` (24 models): K-fold out-of-fold AUC, folds by prompt from ``aco_bert.splits.kfold``.
+* ``swebench-verified`` (24 models): K-fold out-of-fold AUC, folds by prompt from ``aco_bert.data.splits.kfold``.
 * ``routerbench`` (RouterDC's re-cut, 11 models): train on its train split, AUC on its test split.
 
     python scripts/baseline_auc.py --data-dir ../shared/data [--dataset all|swebench-verified|routerbench]
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from aco_bert.baselines import TfidfLR, TfidfLRConfig, mean_auc, oof_predict, per_tier_auc
+from aco_bert.evaluation.tfidf import TfidfLR, TfidfLRConfig, mean_auc, oof_predict, per_tier_auc
 from aco_bert.config import load_config, parse_overrides
 from aco_bert.data.registry import DATASETS, load_outcomes
-from aco_bert.splits import kfold
+from aco_bert.data.splits import kfold
 
 
 def swebench_oof(data_dir: str | None, cfg: TfidfLRConfig, k: int, seed: int) -> dict:

@@ -1,4 +1,4 @@
-"""Speed of aco_bert.features on real texts: featurize() and detect_domains() over N texts (best of R runs).
+"""Speed of aco_bert.signals.handcrafted on real texts: featurize() and detect_domains() over N texts (best of R runs).
 
     python scripts/bench_features.py [--data-dir ../shared/data] [--n 10000] [--repeat 3]
 
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from aco_bert.features import detect_domains, featurize
+from aco_bert.signals.handcrafted import detect_domains, featurize
 
 
 def load_texts(data_dir: Path) -> dict[str, list[str]]:

@@ -52,8 +52,8 @@ class TorchRouter:
     def __init__(self, router, model_dir: str, threads: int):
         import torch
 
-        from aco_bert.export import torch_outputs
-        from aco_bert.modeling import RouterModel
+        from aco_bert.export.build import torch_outputs
+        from aco_bert.model.modeling import RouterModel
 
         torch.set_num_threads(threads)
         self.torch, self.router, self.torch_outputs = torch, router, torch_outputs
@@ -88,7 +88,7 @@ def measure(backend, texts: list[str], batch: int, calls: int, warmup: int = 2) 
 
 def stages(router, texts: list[str], reps: int = 50) -> dict[str, float]:
     """p50 ms of each stage for one prompt: tokenise, encoder, features, decision layer (stacker..policy)."""
-    from aco_bert.features import featurize
+    from aco_bert.signals.handcrafted import featurize
 
     t_tok, t_enc, t_feat, t_dec = [], [], [], []
     for i in range(reps):

@@ -5,7 +5,7 @@ Prompts are real SWE-bench Verified issue texts (from ``$ACO_BERT_DATA_DIR``) cu
 
 1. **Throughput** (in this process): ``Router.route_batch`` alone at ``--batch-size``, and the whole scorer
    (jsonl in -> chunks -> parquet out) on the same prompts.
-2. **Memory**: ``aco_bert.score.main`` in a fresh subprocess on N and growth*N rows; peak RSS (VmHWM) of each
+2. **Memory**: ``aco_bert.score.scorer.main`` in a fresh subprocess on N and growth*N rows; peak RSS (VmHWM) of each
    child. Chunked streaming should keep it flat.
 
     python scripts/bench_score.py --bundle BUNDLE [--rows 1000] [--growth 10] [--batch-size 32] [--chunk-size 256]
@@ -65,7 +65,7 @@ def write_jsonl(path: Path, prompts: list[str], n: int) -> None:
 
 _CHILD = """
 import sys
-from aco_bert.score import main
+from aco_bert.score.scorer import main
 rc = main(sys.argv[1:])
 hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print("VmHWM_KB", int(hwm.split()[1]), file=sys.stderr)
@@ -82,7 +82,7 @@ def child_peak_rss(args: list[str]) -> tuple[float, float]:
     r = subprocess.run([sys.executable, "-c", _CHILD, *args], cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
-        sys.exit(f"aco_bert.score {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-2000:]}")
+        sys.exit(f"aco_bert.score.scorer {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-2000:]}")
     kb = next(int(line.split()[1]) for line in r.stderr.splitlines() if line.startswith("VmHWM_KB"))
     return kb / 1024, wall
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     from aco_bert.runtime import Router
-    from aco_bert.score import ScoreConfig, score_dataset, score_texts
+    from aco_bert.score.scorer import ScoreConfig, score_dataset, score_texts
 
     int8 = not a.fp32
     router = Router.load(a.bundle, int8=int8)

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from aco_bert.modeling import RouterModel, RouterModelConfig
+from aco_bert.model.modeling import RouterModel, RouterModelConfig
 
 ENCODERS = {
     "tiny": dict(encoder="tiny", encoder_config={"model_type": "distilbert", "vocab_size": 30522, "dim": 32,

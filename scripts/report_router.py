@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 
 from aco_bert.config import load_config, parse_overrides
-from aco_bert.router_eval import RouterEvalConfig, run_router_eval
+from aco_bert.evaluation.report import RouterEvalConfig, run_router_eval
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     if argv and argv[0] == "merge":  # merge KFOLD_RUN HOLDOUT_RUN OUT (a dataset's own train/test split)
-        from aco_bert.router_eval import merge_holdout_oof
+        from aco_bert.evaluation.report import merge_holdout_oof
 
         print(merge_holdout_oof(*argv[1:4]))
         return 0

@@ -56,8 +56,8 @@ def _cached_tiny_bundle(data_dir: Path, root: Path, mode: str) -> Path:
 
 
 def _build_or_reuse(data_dir: Path, root: Path, mode: str) -> Path:
-    from aco_bert.bundle import verify_bundle
-    from aco_bert.decision import BundleError
+    from aco_bert.artifacts.bundle import verify_bundle
+    from aco_bert.types import BundleError
     from aco_bert.testing import build_test_bundle
 
     out, key_file = root / f"bundle-{mode}", root / f"bundle-{mode}.key"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
-from aco_bert.calibration import IsotonicCalibrator, brier, calibration_report, ece, plot_reliability, reliability
+from aco_bert.decision.calibration import IsotonicCalibrator, brier, calibration_report, ece, plot_reliability, reliability
 
 
 def _miscalibrated(n: int, seed: int = 0):
@@ -94,7 +94,7 @@ def test_ece_bins_and_reliability():
 
 def test_report_and_plot_on_real_swebench_slice(swebench, tmp_path):
     """Real outcomes: a prompt-length score calibrated on half the prompts, judged on the other half."""
-    from aco_bert.features import FEATURE_NAMES, featurize
+    from aco_bert.signals.handcrafted import FEATURE_NAMES, featurize
 
     m = swebench.matrix()
     cols = [m.models.index(x) for x in m.models[:4]]

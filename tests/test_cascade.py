@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from aco_bert.cascade import Cascade, Verifier, VerifierConfig, cross_fit_verifier, trace_arrays
-from aco_bert.policies import FixedTier, RoutingContext, Threshold
-from aco_bert.splits import kfold
+from aco_bert.decision.verifier import Cascade, Verifier, VerifierConfig, cross_fit_verifier, trace_arrays
+from aco_bert.policies.base import FixedTier, RoutingContext, Threshold
+from aco_bert.data.splits import kfold
 
 MODELS = ["DeepSeek V3.2 Reasoner", "GPT-5 (2025-08-07) (medium reasoning)", "Gemini 3 Pro Preview (2025-11-18)",
           "Claude 4.5 Opus medium (20251101)"]
@@ -18,7 +18,7 @@ FAST = VerifierConfig(n_rounds=60, max_depth=3, nthread=1)
 @pytest.fixture(scope="module")
 def sw(swebench):
     m = swebench.matrix().select_models(MODELS).subset(np.arange(300))
-    from aco_bert.features import featurize
+    from aco_bert.signals.handcrafted import featurize
 
     return m, featurize(m.prompts), trace_arrays(m)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aco_bert.conformal import (
+from aco_bert.decision.conformal import (
     binomial_pvalue,
     choose_tau,
     coverage_over_splits,
@@ -13,7 +13,7 @@ from aco_bert.conformal import (
     naive_tau,
     policy_outcomes,
 )
-from aco_bert.policies import RoutingContext, Threshold
+from aco_bert.policies.base import RoutingContext, Threshold
 
 TAUS = tuple(np.round(np.linspace(0.95, 0.05, 37), 4))
 
@@ -115,7 +115,7 @@ def test_unreachable_target_is_reported_not_faked():
 
 def test_coverage_over_splits_on_real_swebench(swebench):
     """Real outcomes, probabilities = per-repo training success rates (a weak but honest router)."""
-    from aco_bert.splits import kfold
+    from aco_bert.data.splits import kfold
 
     m = swebench.matrix()
     models = ["DeepSeek V3.2 Reasoner", "GPT-5 (2025-08-07) (medium reasoning)", "Gemini 3 Pro Preview (2025-11-18)"]

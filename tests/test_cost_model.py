@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aco_bert.cost_model import CostModel, CostModelConfig, cost_errors, evaluate_cost
-from aco_bert.splits import kfold
+from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors, evaluate_cost
+from aco_bert.data.splits import kfold
 
 FAST = CostModelConfig(n_rounds=60, max_depth=2, pca_dim=3, nthread=1)
 
@@ -42,7 +42,7 @@ def test_mean_method_needs_no_inputs_and_masks_nan():
 
 def test_real_swebench_cost_regression_beats_the_tier_mean(swebench):
     """Real per-instance USD costs: prompt features predict an agent's spend better than the tier mean."""
-    from aco_bert.features import featurize
+    from aco_bert.signals.handcrafted import featurize
 
     models = ["DeepSeek V3.2 Reasoner", "Gemini 3 Pro Preview (2025-11-18)", "Claude 4.5 Opus medium (20251101)"]
     m = swebench.matrix().select_models(models)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aco_bert import bundle as B
-from aco_bert.decision import BundleError
-from aco_bert.export import ExportConfig, ExportError, export, main, resolve_model_dir, torch_outputs
+from aco_bert.artifacts import bundle as B
+from aco_bert.types import BundleError
+from aco_bert.export.build import ExportConfig, ExportError, export, main, resolve_model_dir, torch_outputs
 from aco_bert.runtime import Router
 
 
@@ -97,7 +97,7 @@ def test_onnx_has_dynamic_batch_and_sequence_axes(tiny_bundle):
 
 def test_runtime_decisions_equal_the_torch_pipeline_on_unseen_real_prompts(tiny_bundle, manifest, unseen):
     """The issue's must-show: ORT fp32 routes >= 99 % of a validation slice like torch does."""
-    from aco_bert.modeling import RouterModel
+    from aco_bert.model.modeling import RouterModel
 
     texts, labels = unseen
     model = RouterModel.from_pretrained(manifest["source"]["model_dir"], attn_implementation="eager").eval()
@@ -115,7 +115,7 @@ def test_runtime_decisions_equal_the_torch_pipeline_on_unseen_real_prompts(tiny_
     dp = np.abs(1 / (1 + np.exp(-np.concatenate(p_torch))) - 1 / (1 + np.exp(-np.concatenate(p_ort)))).max()
     assert dp <= 1e-4
     # and the int8 model keeps the heads' ranking of real outcomes within half an AUC point per tier
-    from aco_bert.export import auc_per_tier
+    from aco_bert.export.build import auc_per_tier
 
     r8 = Router.load(tiny_bundle, int8=True, threads=1)
     _, o8 = r8.infer(texts)
@@ -169,8 +169,8 @@ def test_minilm_export_fuses_attention_and_matches_torch(tmp_path):
     """The packaged MiniLM (6 layers, 12 heads, 384 wide) with random heads: all 6 attentions fuse, fp32 parity."""
     import torch
 
-    from aco_bert.export import export_onnx, optimize_onnx, quantize_int8
-    from aco_bert.modeling import RouterModel, RouterModelConfig
+    from aco_bert.export.build import export_onnx, optimize_onnx, quantize_int8
+    from aco_bert.model.modeling import RouterModel, RouterModelConfig
 
     torch.manual_seed(0)
     model = RouterModel(RouterModelConfig(models=["a", "b", "c"], encoder="minilm", attn_implementation="eager")).eval()
@@ -195,8 +195,8 @@ def test_minilm_export_fuses_attention_and_matches_torch(tmp_path):
 def test_int8_schemes_keep_the_ffn_down_projections_in_fp32(run_dir, tmp_path):
     import onnx
 
-    from aco_bert.export import _down_projections, export_onnx, optimize_onnx, quantize_int8
-    from aco_bert.modeling import RouterModel
+    from aco_bert.export.build import _down_projections, export_onnx, optimize_onnx, quantize_int8
+    from aco_bert.model.modeling import RouterModel
 
     model = RouterModel.from_pretrained(run_dir / "final", attn_implementation="eager").eval()
     export_onnx(model, tmp_path / "raw.onnx")
@@ -212,7 +212,7 @@ def test_int8_schemes_keep_the_ffn_down_projections_in_fp32(run_dir, tmp_path):
 
 
 def _onnx_of(model, tmp_path: Path) -> Path:
-    from aco_bert.export import export_onnx, optimize_onnx
+    from aco_bert.export.build import export_onnx, optimize_onnx
 
     export_onnx(model, tmp_path / "raw.onnx")
     optimize_onnx(tmp_path / "raw.onnx", tmp_path / "m.onnx", model.encoder.config)
@@ -220,7 +220,7 @@ def _onnx_of(model, tmp_path: Path) -> Path:
 
 
 def _feeds(model, texts: list[str], batch: bool = False) -> list[dict[str, np.ndarray]] | dict[str, np.ndarray]:
-    from aco_bert.tokenization import encode_batch, load_tokenizer
+    from aco_bert.model.tokenization import encode_batch, load_tokenizer
 
     tok = load_tokenizer(model.config.tokenizer_source)
     if batch:
@@ -240,8 +240,8 @@ def test_smooth_scheme_is_an_exact_fp32_rewrite_with_fp32_outlier_matmuls(run_di
     simulated int8 error, and the outlier MatMuls stay fp32 after quantisation."""
     import onnx
 
-    from aco_bert.export import quantize_int8, smooth_matmuls
-    from aco_bert.modeling import RouterModel
+    from aco_bert.export.build import quantize_int8, smooth_matmuls
+    from aco_bert.model.modeling import RouterModel
 
     model = RouterModel.from_pretrained(run_dir / "final", attn_implementation="eager").eval()
     m = _onnx_of(model, tmp_path)
@@ -260,7 +260,7 @@ def test_smooth_scheme_is_an_exact_fp32_rewrite_with_fp32_outlier_matmuls(run_di
 
 
 def test_calibration_prompts_never_come_from_the_parity_slice(swebench):
-    from aco_bert.export import calibration_texts, validation_slice
+    from aco_bert.export.build import calibration_texts, validation_slice
 
     m = swebench.matrix()
     vs = validation_slice(m, 256, 0, None, m.models, m.models)
@@ -276,8 +276,8 @@ def test_smooth_scheme_cuts_the_int8_error_of_minilm(swebench, tmp_path):
     channels off some MatMuls."""
     import torch
 
-    from aco_bert.export import quantize_int8
-    from aco_bert.modeling import RouterModel, RouterModelConfig
+    from aco_bert.export.build import quantize_int8
+    from aco_bert.model.modeling import RouterModel, RouterModelConfig
 
     torch.manual_seed(0)
     model = RouterModel(RouterModelConfig(models=["a", "b"], encoder="minilm", encoder_layers=2, max_length=128,

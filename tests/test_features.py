@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aco_bert.data.schema import STEP_TYPES
-from aco_bert.features import (
+from aco_bert.signals.handcrafted import (
     DOMAINS,
     FEATURE_NAMES,
     N_FEATURES,

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from aco_bert.metrics import core
-from aco_bert.metrics import load_metric, metric_path
-from aco_bert.policy_eval import evaluate_policies
+from aco_bert.evaluation.metrics import core
+from aco_bert.evaluation.metrics import load_metric, metric_path
+from aco_bert.evaluation.replay import evaluate_policies
 
 WEAK, STRONG = (0.0, 0.5), (1.0, 1.0)
 

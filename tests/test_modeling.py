@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from aco_bert.losses import (IGNORE_INDEX, LossWeights, RouterLoss, aux_cross_entropy, balanced_pos_weight,
+from aco_bert.model.losses import (IGNORE_INDEX, LossWeights, RouterLoss, aux_cross_entropy, balanced_pos_weight,
                              masked_bce_with_logits, masked_log_cost_mse)
-from aco_bert.modeling import OnnxWrapper, RouterModel, RouterModelConfig
-from aco_bert.tokenization import encode_batch, encode_ids, load_tokenizer, pad_token_id, truncate_ids
+from aco_bert.model.modeling import OnnxWrapper, RouterModel, RouterModelConfig
+from aco_bert.model.tokenization import encode_batch, encode_ids, load_tokenizer, pad_token_id, truncate_ids
 
 TINY = {"model_type": "distilbert", "vocab_size": 30522, "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64,
         "max_position_embeddings": 128}
@@ -37,7 +37,7 @@ def texts(swebench):
 
 
 def test_tokenization_module_imports_without_torch():
-    code = ("import sys, aco_bert.tokenization as t; tok = t.load_tokenizer('minilm'); "
+    code = ("import sys, aco_bert.model.tokenization as t; tok = t.load_tokenizer('minilm'); "
             "b = t.encode_batch(tok, ['hello world'], 16); "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules); "
             "print(b['input_ids'].shape)")

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from aco_bert.data.schema import OutcomeMatrix
-from aco_bert.policies import FixedTier, Random, RoutingContext, Threshold, Utility
-from aco_bert.policy_eval import (
+from aco_bert.policies.base import FixedTier, Random, RoutingContext, Threshold, Utility
+from aco_bert.evaluation.replay import (
     evaluate_policies,
     evaluate_policy,
     model_order,

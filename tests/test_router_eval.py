@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 
-from aco_bert.cascade import VerifierConfig
-from aco_bert.cost_model import CostModelConfig
-from aco_bert.router_eval import RouterEvalConfig, run_router_eval, select, select_savings
-from aco_bert.stacking import StackerConfig
+from aco_bert.decision.verifier import VerifierConfig
+from aco_bert.decision.cost_model import CostModelConfig
+from aco_bert.evaluation.report import RouterEvalConfig, run_router_eval, select, select_savings
+from aco_bert.decision.stacker import StackerConfig
 
 
 def test_selection_rules():
@@ -46,8 +46,8 @@ def test_merge_holdout_oof_keeps_test_prompts_out_of_the_kfold_rows(tmp_path):
     import pytest
     from safetensors.numpy import save_file
 
-    from aco_bert.router_eval import merge_holdout_oof
-    from aco_bert.stacking import load_oof
+    from aco_bert.evaluation.report import merge_holdout_oof
+    from aco_bert.decision.stacker import load_oof
 
     rng = np.random.default_rng(0)
     a, b = tmp_path / "a", tmp_path / "b"

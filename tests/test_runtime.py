@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aco_bert import bundle as B
-from aco_bert.decision import BundleError, Decision, Escalation, RoutingInputError
+from aco_bert.artifacts import bundle as B
+from aco_bert.types import BundleError, Decision, Escalation, RoutingInputError
 from aco_bert.runtime import Router
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,8 +189,8 @@ def test_bad_batch_input_names_the_position(router):
 
 
 def test_escalate_uses_the_verifier_on_real_traces(tiny_bundle, swebench):
-    from aco_bert.cascade import trace_arrays
-    from aco_bert.features import featurize
+    from aco_bert.decision.verifier import trace_arrays
+    from aco_bert.signals.handcrafted import featurize
 
     router = Router.load(tiny_bundle, threads=1)
     m = swebench.matrix(router.spec.models)
@@ -247,8 +247,8 @@ def test_heads_mode_escalates_on_the_prior_and_says_so(heads_router):
 
 def test_fast_tree_path_equals_the_library_predictions(router, texts):
     """The runtime evaluates the stacker/cost/verifier trees in numpy (TreeEnsemble); XGBoost is the reference."""
-    from aco_bert.features import featurize
-    from aco_bert.stacking import StackInputs
+    from aco_bert.signals.handcrafted import featurize
+    from aco_bert.decision.stacker import StackInputs
 
     enc, out = router.infer(texts[:20])
     feats = featurize(texts[:20])
@@ -266,7 +266,7 @@ def test_fast_tree_path_equals_the_library_predictions(router, texts):
 
 
 def test_heads_mode_is_calibrated_head_sigmoid_and_mean_cost(heads_router, tiny_heads_bundle, texts, swebench):
-    from aco_bert.calibration import IsotonicCalibrator
+    from aco_bert.decision.calibration import IsotonicCalibrator
 
     r = heads_router
     assert r.mode == "heads" and r.layer.stacker is None and not (tiny_heads_bundle / B.STACKER_DIR).exists()
@@ -343,7 +343,7 @@ def test_model_card_hook_keeps_the_bundle_verifiable(tiny_bundle, tmp_path):
 
 
 def test_tree_ensemble_matches_xgboost_on_missing_values_and_exact_thresholds(router):
-    from aco_bert.runtime import TreeEnsemble
+    from aco_bert.runtime.router import TreeEnsemble
 
     boosters = [b for b in router.layer.stacker.boosters if b is not None]
     te = TreeEnsemble(boosters, boosters[0].num_features())

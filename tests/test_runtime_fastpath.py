@@ -1,9 +1,9 @@
 """The runtime's fast paths give exactly the numbers of the straightforward code they replace.
 
-- tokenisation: :func:`aco_bert.tokenization.encode_truncated` (head/tail windows, full count without tokenising
+- tokenisation: :func:`aco_bert.model.tokenization.encode_truncated` (head/tail windows, full count without tokenising
   the whole prompt) == the Rust tokenizer on the whole text + :func:`truncate_ids`, ids and full token count, on
   real texts of every dataset, crafted and random texts, several max_length / strategies / tail sizes;
-- features: :func:`aco_bert.features.featurize` == the previous implementation (kept below as the reference),
+- features: :func:`aco_bert.signals.handcrafted.featurize` == the previous implementation (kept below as the reference),
   bit for bit;
 - calibration: the all-tiers-at-once interpolation == ``np.interp`` tier by tier, bit for bit;
 - decision layer: floors from the feature matrix == floors from :func:`detect_domains`.
@@ -20,10 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aco_bert import features as F
-from aco_bert.calibration import IsotonicCalibrator
+from aco_bert.signals import handcrafted as F
+from aco_bert.decision.calibration import IsotonicCalibrator
 from aco_bert.data.schema import STEP_TYPES
-from aco_bert.tokenization import (
+from aco_bert.model.tokenization import (
     _fast_path,
     encode_ids,
     encode_truncated,
@@ -380,7 +380,7 @@ def _probe_rows(n_features: int, n: int = 3000) -> np.ndarray:
 def test_tree_ensemble_equals_its_previous_implementation(tiny_bundle):
     import xgboost as xgb
 
-    from aco_bert.runtime import Router, TreeEnsemble
+    from aco_bert.runtime.router import Router, TreeEnsemble
 
     layer = Router.load(tiny_bundle, threads=1).layer
     forests = [f for f in (layer.stack_forest, layer.cost_forest, layer.verifier_forest) if f is not None]
@@ -400,7 +400,7 @@ def test_tree_ensemble_equals_its_previous_implementation(tiny_bundle):
 
 
 def test_expected_cost_equals_tier_by_tier(tiny_bundle, real_texts):
-    from aco_bert.cost_model import EPS, _design
+    from aco_bert.decision.cost_model import EPS, _design
     from aco_bert.runtime import Router
 
     router = Router.load(tiny_bundle, threads=1)

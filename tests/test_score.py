@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aco_bert.io_tables import open_table
-from aco_bert.score import (ScoreConfig, ScoreError, load_router, main, messages_to_text, score_dataset,
+from aco_bert.score.sources import open_table
+from aco_bert.score.scorer import (ScoreConfig, ScoreError, load_router, main, messages_to_text, score_dataset,
                             score_texts)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -289,7 +289,7 @@ def test_resume_after_sigkill_of_the_cli(bundle, router, texts, tmp_path):
     score_dataset(_cfg(bundle, inp, full), router=router, log=_quiet)
 
     out = tmp_path / "killed.parquet"
-    cmd = [sys.executable, "-m", "aco_bert.score", "--bundle", bundle, "--input", str(inp), "--output", str(out),
+    cmd = [sys.executable, "-m", "aco_bert.score.scorer", "--bundle", bundle, "--input", str(inp), "--output", str(out),
            "--chunk-size", str(CHUNK), "--no-progress"]
     progress = tmp_path / "killed.parquet.parts" / "progress.json"
     p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from aco_bert.calibration import IsotonicCalibrator
-from aco_bert.cascade import Verifier
-from aco_bert.cost_model import CostModel, CostModelConfig
-from aco_bert.stack import StackStageConfig, run_stack
-from aco_bert.stacking import StackerConfig, Stacker
-from aco_bert.cascade import VerifierConfig
+from aco_bert.decision.calibration import IsotonicCalibrator
+from aco_bert.decision.verifier import Verifier
+from aco_bert.decision.cost_model import CostModel, CostModelConfig
+from aco_bert.decision.stage import StackStageConfig, run_stack
+from aco_bert.decision.stacker import StackerConfig, Stacker
+from aco_bert.decision.verifier import VerifierConfig
 
 MODELS = ["DeepSeek V3.2 Reasoner", "Gemini 3 Pro Preview (2025-11-18)", "Claude 4.5 Opus medium (20251101)"]
 
@@ -57,7 +57,7 @@ def test_stack_stage_writes_loadable_artifacts(fake_run, data_dir):
     assert st.tiers == MODELS and cal.tiers == MODELS and cm.layout["heads"] == 3 and v.tiers == MODELS
     routing = json.loads((out / "routing.json").read_text())
     assert routing["policy"] == "utility" and routing["lam"] >= 0 and 0 <= routing["cascade"]["accept"] <= 1
-    from aco_bert.runtime import make_policy
+    from aco_bert.runtime.router import make_policy
 
     assert make_policy(routing).name == "utility"
     rep = json.loads((out / "stack_report.json").read_text())

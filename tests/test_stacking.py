@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from aco_bert.splits import kfold
-from aco_bert.stacking import PCA, StackerConfig, StackInputs, Stacker, cross_fit, fit_stack, load_oof
+from aco_bert.data.splits import kfold
+from aco_bert.decision.stacker import PCA, StackerConfig, StackInputs, Stacker, cross_fit, fit_stack, load_oof
 
 FAST = StackerConfig(n_rounds=40, max_depth=3, pca_dim=4, nthread=1, inner_k=3, min_labels=10)
 
@@ -70,7 +70,7 @@ def test_no_leakage_each_prediction_comes_from_a_model_that_never_saw_the_prompt
 
 
 def test_cross_fit_refuses_overlapping_folds():
-    from aco_bert.splits import Fold
+    from aco_bert.data.splits import Fold
 
     inp, y = _synthetic(60)
     bad = [Fold(0, np.arange(0, 40), np.arange(30, 60))]
@@ -118,7 +118,7 @@ def test_real_swebench_slice_with_handcrafted_features_and_oof_file(swebench, tm
     """Real outcomes: a k-fold-style OOF file is read back aligned to the outcome matrix, then stacked."""
     from safetensors.numpy import save_file
 
-    from aco_bert.features import featurize
+    from aco_bert.signals.handcrafted import featurize
 
     models = ["DeepSeek V3.2 Reasoner", "Gemini 3 Pro Preview (2025-11-18)", "Claude 4.5 Opus medium (20251101)"]
     m = swebench.matrix().select_models(models).subset(np.arange(200))
@@ -148,7 +148,7 @@ def test_real_swebench_slice_with_handcrafted_features_and_oof_file(swebench, tm
 
 
 def test_standardize_by_fold_removes_fold_scale_and_logit_mean_is_an_input():
-    from aco_bert.stacking import standardize_by_fold
+    from aco_bert.decision.stacker import standardize_by_fold
 
     rng = np.random.default_rng(3)
     z = rng.normal(size=(200, 2))

@@ -15,8 +15,8 @@ import yaml
 from safetensors.numpy import load_file
 
 from aco_bert.config import load_config
-from aco_bert.train import LengthGroupedBatchSampler, main, tier_metrics, train
-from aco_bert.training_args import TrainConfig
+from aco_bert.model.trainer import LengthGroupedBatchSampler, main, tier_metrics, train
+from aco_bert.model.training_args import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / "configs" / "tiny-test.yaml"
@@ -145,7 +145,7 @@ def test_kfold_writes_the_stacking_contract(tmp_path, data_dir, spec_path):
         fr = json.loads((out / f"fold_{f}" / "fold_result.json").read_text())
         assert fr["n_train"] + fr["n_val"] + fr["n_test"] == P
     # the final model (trained on every prompt) is loadable and reproduces its own pooled embeddings
-    from aco_bert.modeling import RouterModel
+    from aco_bert.model.modeling import RouterModel
 
     final = RouterModel.from_pretrained(r.model_dir)
     assert final.config.models == FIVE and r.model_dir.endswith("final")
@@ -188,7 +188,7 @@ def test_accelerate_launch_smoke(tmp_path, data_dir, spec_path):
     env = dict(os.environ, ACO_BERT_DATA_DIR=str(data_dir), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--cpu", "--num_processes", "1",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "aco_bert.train", "--config", str(TINY_YAML), "--max_steps", "3", "--output_dir", str(out),
+           "-m", "aco_bert.model.trainer", "--config", str(TINY_YAML), "--max_steps", "3", "--output_dir", str(out),
            "--spec", spec_path, "--max_prompts", "24", "--seed", "7"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,6 +1,6 @@
 """HTTP serving of a router bundle: routing endpoints, metrics, and an OpenAI-compatible routing proxy.
 
-Torch-free: imports the ONNX runtime (via :mod:`aco_bert.runtime`), FastAPI, uvicorn and httpx only.
+Torch-free: imports the ONNX runtime (via :mod:`aco_bert.runtime.router`), FastAPI, uvicorn and httpx only.
 """
 
 from aco_bert.serve.app import create_app

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from aco_bert.decision import BundleError
+    from aco_bert.types import BundleError
     from aco_bert.serve.app import create_app, load_router
 
     try:

@@ -1,6 +1,6 @@
 """The FastAPI application: routing endpoints, health/readiness, metrics and the OpenAI-compatible proxy.
 
-``create_app(router, config)`` takes an already loaded :class:`aco_bert.runtime.Router` (or ``loader``, a callable
+``create_app(router, config)`` takes an already loaded :class:`aco_bert.runtime.router.Router` (or ``loader``, a callable
 that loads one in the background so /healthz answers while a large bundle loads). Every error leaves as
 ``{"error": {"code", "message", "type", ...}}`` with a 4xx/5xx status, including those raised before a handler
 runs (body too large, invalid UTF-8, invalid JSON), so clients parse one error shape.
@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aco_bert.decision import Decision, RoutingInputError
+from aco_bert.types import Decision, RoutingInputError
 from aco_bert.serve import schemas as S
 from aco_bert.serve.config import ServeConfig
 from aco_bert.serve.engine import RouteArgs, RouteEngine, RouteTimeout

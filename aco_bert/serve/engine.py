@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from aco_bert.decision import Decision, Escalation, RoutingInputError
+from aco_bert.types import Decision, Escalation, RoutingInputError
 from aco_bert.serve.metrics import ServeMetrics
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aco_bert.policy_eval import EvalReport
+from aco_bert.evaluation.replay import EvalReport
 
 
 def plot_cost_quality(report: EvalReport, path: str | Path, *, log_x: bool = False, title: str | None = None,

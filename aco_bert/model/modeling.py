@@ -21,7 +21,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from aco_bert.config import from_dict
-from aco_bert.tokenization import TOKENIZER_FILES, TRUNCATION_STRATEGIES, resolve_local_path
+from aco_bert.model.tokenization import TOKENIZER_FILES, TRUNCATION_STRATEGIES, resolve_local_path
 
 ROUTER_CONFIG_NAME = "router_config.json"
 WEIGHTS_NAME = "model.safetensors"

@@ -6,7 +6,7 @@ silently different routing. :func:`verify_bundle` checks every listed file and r
 the file and what is wrong. Everything in a bundle is ONNX, JSON, YAML, XGBoost JSON/UBJ or tokenizer JSON/text:
 no pickle anywhere.
 
-Layout (``aco_bert.bundle/1``)::
+Layout (``aco_bert.artifacts.bundle/1``)::
 
     manifest.json          format, sha256 + size of every other file, package versions, parity + validation metrics
     router.yaml            spec (tiers, models, prices, floors, step-type minimums) + routing (mode, policy, tau, ...)
@@ -14,10 +14,10 @@ Layout (``aco_bert.bundle/1``)::
     model.onnx             encoder + pooling + heads, fp32, ORT transformer-optimised (fused attention)
     model.int8.onnx        optional: dynamic int8 quantisation with per-channel weights
     tokenizer/             tokenizer.json (+ vocab / config files)
-    calibrators.json       per-tier isotonic maps (aco_bert.calibration)
-    cost_model/            per-tier expected cost (aco_bert.cost_model: manifest.json + XGBoost JSON)
-    stacker/               optional -> "stacked" mode (aco_bert.stacking: manifest.json + XGBoost JSON per tier)
-    verifier/              optional: escalation verifier (aco_bert.cascade)
+    calibrators.json       per-tier isotonic maps (aco_bert.decision.calibration)
+    cost_model/            per-tier expected cost (aco_bert.decision.cost_model: manifest.json + XGBoost JSON)
+    stacker/               optional -> "stacked" mode (aco_bert.decision.stacker: manifest.json + XGBoost JSON per tier)
+    verifier/              optional: escalation verifier (aco_bert.decision.verifier)
     model_card.md          human-readable card (see :func:`write_model_card`)
 
 This module imports only the standard library and yaml, so the runtime and the exporter share it.
@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aco_bert.decision import BundleError
+from aco_bert.types import BundleError
 
-FORMAT = "aco_bert.bundle/1"
+FORMAT = "aco_bert.artifacts.bundle/1"
 MANIFEST = "manifest.json"
 ROUTER_YAML = "router.yaml"
 MODEL_FP32 = "model.onnx"
@@ -213,7 +213,7 @@ def _fmt(v: Any) -> str:
 def default_model_card(info: dict[str, Any]) -> str:
     """A short placeholder card from the manifest info (the coordinator's generator writes the real one)."""
     lines = ["# aco_bert router bundle", "",
-             "Placeholder card written by the exporter; regenerate with `aco_bert.bundle.write_model_card`.", ""]
+             "Placeholder card written by the exporter; regenerate with `aco_bert.artifacts.bundle.write_model_card`.", ""]
     for key in ("mode", "spec", "dataset", "encoder", "policy"):
         if key in info:
             lines.append(f"- **{key}**: {_fmt(info[key])}")

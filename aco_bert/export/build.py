@@ -5,7 +5,7 @@
 
 Steps, and why each is there:
 
-1. Load the trained :class:`aco_bert.modeling.RouterModel` with ``attn_implementation="eager"``: the explicit
+1. Load the trained :class:`aco_bert.model.modeling.RouterModel` with ``attn_implementation="eager"``: the explicit
    softmax(QK^T)V graph is what ONNX Runtime's transformer optimizer recognises and fuses into one ``Attention``
    op (SDPA exports to a graph it does not fuse).
 2. ``torch.onnx.export`` of encoder + pooling + heads with dynamic batch and sequence axes. The TorchScript
@@ -45,10 +45,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from aco_bert import bundle as B
-from aco_bert.jsonio import json_safe
+from aco_bert.artifacts import bundle as B
+from aco_bert.artifacts.jsonio import json_safe
 
-logger = logging.getLogger("aco_bert.export")
+logger = logging.getLogger("aco_bert.export.build")
 
 STACK_DIR_NAME = "stack"  # default stacking artifacts under a checkpoint run
 STACK_ROUTING = "routing.json"  # optional policy/tau written by the stacking stage
@@ -175,7 +175,7 @@ def export_onnx(model, path: str | Path, opset: int = 17) -> None:
 def optimize_onnx(src: str | Path, dst: str | Path, encoder_config) -> dict[str, int]:
     """ORT transformer optimizer (model_type "bert"; heads/hidden size from the encoder config) -> fused-op counts.
     Add + LayerNormalization are NOT fused into SkipLayerNormalization: that kernel is ~5x slower than the pair on
-    this CPU (see ``aco_bert.runtime.DISABLED_ORT_OPTIMIZERS``, which keeps ORT from fusing them at load)."""
+    this CPU (see ``aco_bert.runtime.router.DISABLED_ORT_OPTIMIZERS``, which keeps ORT from fusing them at load)."""
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
@@ -505,14 +505,14 @@ def _heads_decision_layer(run_dir: Path, models: list[str], matrix, out: Path, s
 
     Returns the calibration data (cross-fitted calibrated OOF probabilities, labels, costs) for choosing tau.
     """
-    from aco_bert.calibration import IsotonicCalibrator
-    from aco_bert.cost_model import CostModel, CostModelConfig
-    from aco_bert.splits import kfold
-    from aco_bert.stacking import load_oof
+    from aco_bert.decision.calibration import IsotonicCalibrator
+    from aco_bert.decision.cost_model import CostModel, CostModelConfig
+    from aco_bert.data.splits import kfold
+    from aco_bert.decision.stacker import load_oof
 
     if not (run_dir / "oof.safetensors").exists():
         raise ExportError(f"{run_dir}: heads-only export needs out-of-fold predictions (oof.safetensors from "
-                          "`aco_bert.train --kfold K`) to fit calibrators on held-out outputs; or pass --stack DIR")
+                          "`aco_bert.model.trainer --kfold K`) to fit calibrators on held-out outputs; or pass --stack DIR")
     inputs, meta, _ = load_oof(run_dir, models=models)
     pos = {p: i for i, p in enumerate(matrix.prompt_ids)}
     missing = [p for p in meta["prompt_ids"] if p not in pos]
@@ -544,8 +544,8 @@ def stack_spec_name(stack: Path) -> str | None:
 
 def _stacked_decision_layer(stack: Path, models: list[str], out: Path) -> dict[str, Any]:
     """Copy the stacking stage's artifacts into the bundle (checked to load and to match the spec's tiers)."""
-    from aco_bert.calibration import IsotonicCalibrator
-    from aco_bert.stacking import Stacker
+    from aco_bert.decision.calibration import IsotonicCalibrator
+    from aco_bert.decision.stacker import Stacker
 
     st_dir = stack / B.STACKER_DIR if (stack / B.STACKER_DIR).exists() else stack
     st = Stacker.load(st_dir)
@@ -582,8 +582,8 @@ def _choose_policy(cfg: ExportConfig, base: dict[str, Any], calib: dict[str, Any
     if pol == "target-success" and (routing.get("tau") is None or cfg.target is not None):
         if calib is None:
             raise ExportError("target-success needs held-out calibration data; give --tau (or a routing.json)")
-        from aco_bert.policies import RoutingContext
-        from aco_bert.routing import TargetSuccess
+        from aco_bert.policies.base import RoutingContext
+        from aco_bert.policies.floors import TargetSuccess
 
         labels = calib["labels"]
         if routing.get("target") is None:  # always-frontier success on these prompts, minus 1 point
@@ -761,7 +761,7 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     import torch
     import yaml
 
-    from aco_bert.modeling import RouterModel
+    from aco_bert.model.modeling import RouterModel
 
     t_start = time.perf_counter()
     if cfg.threads:
@@ -792,7 +792,7 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
             logger.warning("attention fused in %s of %d layers (%s)", fused.get("Attention", 0), n_layers, fused)
         # tokenizer
         (tmp / B.TOKENIZER_DIR).mkdir()
-        from aco_bert.tokenization import TOKENIZER_FILES
+        from aco_bert.model.tokenization import TOKENIZER_FILES
 
         for name in TOKENIZER_FILES:
             if (model_dir / name).exists():
@@ -814,14 +814,14 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
             if not (tmp / B.COST_MODEL_DIR / "manifest.json").exists():
                 if matrix is None:
                     raise ExportError(f"{stack} has no cost_model/ and the dataset is unavailable for mean costs")
-                from aco_bert.cost_model import CostModel, CostModelConfig
+                from aco_bert.decision.cost_model import CostModel, CostModelConfig
 
                 cols = [matrix.models.index(m_) for m_ in spec.models]
                 CostModel.fit(np.asarray(matrix.cost, float)[:, cols], cfg=CostModelConfig(method="mean"),
                               tiers=spec.models).save(tmp / B.COST_MODEL_DIR)
             missing = [m_ for m_ in spec.models if m_ not in mc.models]
             if missing and model.cost_head is not None:
-                from aco_bert.cost_model import CostModel
+                from aco_bert.decision.cost_model import CostModel
 
                 if (CostModel.load(tmp / B.COST_MODEL_DIR).layout or {}).get("heads"):
                     raise ExportError(f"the cost model reads the neural cost heads, but tiers {missing} have none")

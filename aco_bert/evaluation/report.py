@@ -20,7 +20,7 @@ once every knob is chosen without looking at the prompts it is judged on? Protoc
    tau on the same data.
    The cascade (stacked router first, execution-feedback verifier, escalation) tunes its first-tier tau and accept
    threshold the same way, with verifier scores from an inner cross-fit.
-4. The outer-test decisions of every fold are pooled and replayed by :mod:`aco_bert.policy_eval`.
+4. The outer-test decisions of every fold are pooled and replayed by :mod:`aco_bert.evaluation.replay`.
 
 Outer folds follow the neural run's ``fold`` assignment when one is given (so a prompt's head logits came from a
 model that never saw it, and the stacker of that fold is fitted on logits of the other folds only); with
@@ -39,18 +39,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from aco_bert.calibration import (
+from aco_bert.decision.calibration import (
     IsotonicCalibrator,
     calibration_report,
     plot_reliability,
 )
-from aco_bert.cascade import Cascade, Verifier, VerifierConfig, trace_arrays
-from aco_bert.cost_model import CostModel, CostModelConfig, cost_errors
-from aco_bert.jsonio import json_safe
-from aco_bert.policies import FixedTier, RoutingContext, Threshold, Utility
-from aco_bert.routing import TargetSuccess, floors_for
-from aco_bert.splits import Fold, kfold
-from aco_bert.stacking import (
+from aco_bert.decision.verifier import Cascade, Verifier, VerifierConfig, trace_arrays
+from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors
+from aco_bert.artifacts.jsonio import json_safe
+from aco_bert.policies.base import FixedTier, RoutingContext, Threshold, Utility
+from aco_bert.policies.floors import TargetSuccess, floors_for
+from aco_bert.data.splits import Fold, kfold
+from aco_bert.decision.stacker import (
     StackerConfig,
     StackInputs,
     fit_stack,
@@ -127,7 +127,7 @@ RULES = ("match", "savings")
 def _hull_mix(fixed: Sequence[tuple[int, float, float]], max_cost: float, n: int, rng: np.random.Generator
               ) -> np.ndarray:
     """Tiers for ``n`` prompts mixing the two zero-router hull vertices (on training points) around ``max_cost``."""
-    from aco_bert.metrics.core import upper_hull
+    from aco_bert.evaluation.metrics.core import upper_hull
 
     cs = np.array([c for _, _, c in fixed])
     ss = np.array([s for _, s, _ in fixed])
@@ -184,8 +184,8 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
     """Run the nested evaluation; writes report.json / report.md / PNGs to ``cfg.out_dir`` when set."""
     from aco_bert.data import load_outcomes
     from aco_bert.data.registry import default_spec_name
-    from aco_bert.features import featurize
-    from aco_bert.policy_eval import Curve, evaluate_policies
+    from aco_bert.signals.handcrafted import featurize
+    from aco_bert.evaluation.replay import Curve, evaluate_policies
     from aco_bert.spec import RouterSpec
 
     t_start = time.time()
@@ -309,7 +309,7 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
         src_tr: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         src_te: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if cfg.tfidf:
-            from aco_bert.baselines import TfidfLR, oof_predict
+            from aco_bert.evaluation.tfidf import TfidfLR, oof_predict
 
             texts_tr = [m.prompts[i] for i in tr]
             oof = oof_predict(texts_tr, y[tr], inner)
@@ -422,8 +422,8 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
                                dataset=cfg.dataset)
     fcost = report.get("always-frontier").cost_per_task
     if do_cascade:
-        from aco_bert.metrics.core import curve_metrics, savings
-        from aco_bert.policy_eval import PolicyResult
+        from aco_bert.evaluation.metrics.core import curve_metrics, savings
+        from aco_bert.evaluation.replay import PolicyResult
 
         def _pr(name, s, c, runs, param=None):
             return PolicyResult(name=name, success=float(np.nanmean(s)), cost_per_task=float(np.nanmean(c)),
@@ -442,9 +442,9 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
                 (r["weak_cost"], r["weak_success"]), (r["strong_cost"], r["strong_success"])).to_dict()
 
     # --- diagnostics ---------------------------------------------------------------------------------------------
-    from aco_bert.baselines import mean_auc, per_tier_auc
-    from aco_bert.conformal import coverage_over_splits
-    from aco_bert.metrics.core import hull_value
+    from aco_bert.evaluation.tfidf import mean_auc, per_tier_auc
+    from aco_bert.decision.conformal import coverage_over_splits
+    from aco_bert.evaluation.metrics.core import hull_value
 
     hx, hy = report.curves["zero-router"].hull()
     diag: dict[str, Any] = {"auc": {}, "calibration": {}}

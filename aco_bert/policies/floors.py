@@ -1,17 +1,17 @@
-"""Request-level routing on top of :mod:`aco_bert.policies`: safety floors, per-step routing, target success.
+"""Request-level routing on top of :mod:`aco_bert.policies.base`: safety floors, per-step routing, target success.
 
-Why a separate module: :mod:`aco_bert.policies` maps probabilities to tiers; this module decides what a request is
+Why a separate module: :mod:`aco_bert.policies.base` maps probabilities to tiers; this module decides what a request is
 *allowed* to get (floors) and adds the policies that need more than (probs, costs):
 
 - **Safety floors** come from the router spec, never from a policy: domains found in the prompt by
-  :func:`aco_bert.features.detect_domains` or declared by the request, and the request's ``step_type``, each give a
+  :func:`aco_bert.signals.handcrafted.detect_domains` or declared by the request, and the request's ``step_type``, each give a
   minimum tier; the request may *raise* its own minimum but never lower it. :meth:`Policy.decide` applies
   ``RoutingContext.min_tier``, so no policy (learned, conformal, cascade) can route below a floor.
 - **Per-step routing**: an agent step carries ``step_type`` (search / read / edit / test / verify / plan). It is
-  a model input (one-hot in :func:`aco_bert.features.featurize`), a floor (``spec.step_type_min``), and
+  a model input (one-hot in :func:`aco_bert.signals.handcrafted.featurize`), a floor (``spec.step_type_min``), and
   :class:`PerStep` lets each step type use its own policy (e.g. a stricter tau for ``edit`` than for ``search``).
 - **Target success** (:class:`TargetSuccess`): the Threshold policy with tau chosen by Learn-then-Test
-  (:mod:`aco_bert.conformal`) so the success rate is >= target with probability >= 1 - delta.
+  (:mod:`aco_bert.decision.conformal`) so the success rate is >= target with probability >= 1 - delta.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from aco_bert.data.schema import STEP_TYPES
-from aco_bert.policies import Policy, RoutingContext, Threshold
+from aco_bert.policies.base import Policy, RoutingContext, Threshold
 from aco_bert.spec import RouterSpec
 
 
@@ -49,7 +49,7 @@ def floors_for(spec: RouterSpec, texts: Sequence[str], step_types: Sequence[str 
         if arg is not None and len(arg) != n:
             raise ValueError(f"{name} has {len(arg)} entries for {n} prompts")
     if detect:
-        from aco_bert.features import detect_domains
+        from aco_bert.signals.handcrafted import detect_domains
     mins = np.zeros(n, dtype=int)
     reasons: list[list[str]] = []
     all_domains: list[list[str]] = []
@@ -161,7 +161,7 @@ class TargetSuccess(Policy):
 
     def fit(self, ctx: RoutingContext, success: np.ndarray, cost: np.ndarray | None = None,
             taus: Sequence[float] | None = None) -> "TargetSuccess":
-        from aco_bert.conformal import DEFAULT_TAUS, choose_tau
+        from aco_bert.decision.conformal import DEFAULT_TAUS, choose_tau
 
         r = choose_tau(ctx, success, cost, target=self.target, delta=self.delta,
                        taus=DEFAULT_TAUS if taus is None else tuple(taus))

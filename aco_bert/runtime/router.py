@@ -5,11 +5,11 @@
     d = router.route("Fix the crash in ...", step_type="edit", budget=0.5)
     d.tier, d.model, d.probs, d.expected_cost, d.reasons
 
-Pipeline per batch: tokenise (head+tail truncation, :mod:`aco_bert.tokenization`) -> ONNX Runtime encoder+heads
-(``logits``, ``pooled``[, ``cost``]) -> handcrafted features (:mod:`aco_bert.features`) -> stacker
-(:mod:`aco_bert.stacking`, "stacked" mode) or the heads' sigmoid ("heads" mode) -> isotonic calibration ->
-expected cost per tier (:mod:`aco_bert.cost_model`) -> safety floors (:func:`aco_bert.routing.floors_for`) ->
-policy (:mod:`aco_bert.policies`). Which mode a bundle runs is decided by what it contains (``stacker/``).
+Pipeline per batch: tokenise (head+tail truncation, :mod:`aco_bert.model.tokenization`) -> ONNX Runtime encoder+heads
+(``logits``, ``pooled``[, ``cost``]) -> handcrafted features (:mod:`aco_bert.signals.handcrafted`) -> stacker
+(:mod:`aco_bert.decision.stacker`, "stacked" mode) or the heads' sigmoid ("heads" mode) -> isotonic calibration ->
+expected cost per tier (:mod:`aco_bert.decision.cost_model`) -> safety floors (:func:`aco_bert.policies.floors.floors_for`) ->
+policy (:mod:`aco_bert.policies.base`). Which mode a bundle runs is decided by what it contains (``stacker/``).
 
 Why torch-free: a router sits in front of every LLM call, so it must start fast and stay small; the process
 imports onnxruntime, tokenizers, xgboost, numpy and yaml (plus pandas through :mod:`aco_bert.data.schema`) and
@@ -27,8 +27,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from aco_bert import bundle as B
-from aco_bert.decision import BundleError, Decision, Escalation, RoutingInputError
+from aco_bert.artifacts import bundle as B
+from aco_bert.types import BundleError, Decision, Escalation, RoutingInputError
 from aco_bert.spec import RouterSpec
 
 MODES = ("stacked", "heads")
@@ -47,8 +47,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def make_policy(cfg: dict[str, Any]):
-    """A :class:`aco_bert.policies.Policy` from a router.yaml ``routing`` mapping (``policy`` + its knob)."""
-    from aco_bert.policies import Budget, Threshold, Utility
+    """A :class:`aco_bert.policies.base.Policy` from a router.yaml ``routing`` mapping (``policy`` + its knob)."""
+    from aco_bert.policies.base import Budget, Threshold, Utility
 
     name = cfg.get("policy", "threshold")
     if name in ("threshold", "target-success"):
@@ -212,8 +212,8 @@ class DecisionLayer:
 
     def __init__(self, bundle_dir: Path, spec: RouterSpec, routing: dict[str, Any],
                  head_models: Sequence[str] | None = None):
-        from aco_bert.calibration import IsotonicCalibrator
-        from aco_bert.cost_model import CostModel
+        from aco_bert.decision.calibration import IsotonicCalibrator
+        from aco_bert.decision.cost_model import CostModel
 
         self.spec, self.routing, self.head_models = spec, dict(routing), head_models
         self.mode = self.routing.get("mode", "heads")
@@ -224,14 +224,14 @@ class DecisionLayer:
             self.cost_model = CostModel.load(bundle_dir / B.COST_MODEL_DIR)
             self.stacker = None
             if self.mode == "stacked":
-                from aco_bert.stacking import Stacker
+                from aco_bert.decision.stacker import Stacker
 
                 if not (bundle_dir / B.STACKER_DIR / "manifest.json").exists():
                     raise BundleError(f"{bundle_dir}: routing.mode is 'stacked' but there is no {B.STACKER_DIR}/")
                 self.stacker = Stacker.load(bundle_dir / B.STACKER_DIR)
             self.verifier = None
             if (bundle_dir / B.VERIFIER_DIR / "manifest.json").exists():
-                from aco_bert.cascade import Verifier
+                from aco_bert.decision.verifier import Verifier
 
                 self.verifier = Verifier.load(bundle_dir / B.VERIFIER_DIR)
         except (OSError, ValueError, KeyError) as e:
@@ -270,11 +270,11 @@ class DecisionLayer:
     def raw_scores(self, outputs: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
         """Uncalibrated (P, T) scores: the stacker's output, or the heads' sigmoid.
 
-        Same numbers as :meth:`aco_bert.stacking.Stacker.predict` (a test checks it), computed with the stacker's
+        Same numbers as :meth:`aco_bert.decision.stacker.Stacker.predict` (a test checks it), computed with the stacker's
         own design matrix and :class:`TreeEnsemble` (else ``inplace_predict``: no DMatrix per call)."""
         if self.stacker is None:
             return _sigmoid(outputs["logits"])
-        from aco_bert.stacking import StackInputs, _design
+        from aco_bert.decision.stacker import StackInputs, _design
 
         st, lay = self.stacker, self.stacker.layout
         inputs = StackInputs(logits=outputs["logits"] if lay.get("logits") else None,
@@ -319,7 +319,7 @@ class DecisionLayer:
         out = np.tile(cm.mean, (len(features), 1)).astype(float)
         if not any(b is not None for b in cm.boosters):
             return out
-        from aco_bert.cost_model import EPS, _design
+        from aco_bert.decision.cost_model import EPS, _design
 
         # As CostModel.predict (a test checks it), with inplace_predict instead of a DMatrix per call.
         x = _design(features if lay.get("features") else None, outputs["pooled"] if lay.get("pca") else None,
@@ -348,15 +348,15 @@ class DecisionLayer:
     # --- decisions --------------------------------------------------------------------------------------------
     def context(self, texts: Sequence[str], probs: np.ndarray, costs: np.ndarray, step_types, domains, budgets,
                 min_tiers, features: np.ndarray | None = None):
-        """Routing context and floors. ``features``: the :func:`~aco_bert.features.featurize` rows of ``texts``;
-        their domain columns are exactly :func:`~aco_bert.features.detect_domains` (same keyword counts), so the
+        """Routing context and floors. ``features``: the :func:`~aco_bert.signals.handcrafted.featurize` rows of ``texts``;
+        their domain columns are exactly :func:`~aco_bert.signals.handcrafted.detect_domains` (same keyword counts), so the
         floors reuse them instead of scanning every text a second time."""
-        from aco_bert.routing import StepContext, floors_for
+        from aco_bert.policies.floors import StepContext, floors_for
 
         if features is None:
             fl = floors_for(self.spec, texts, step_types, domains, min_tiers)
         else:
-            from aco_bert.features import DOMAINS, FEATURE_NAMES
+            from aco_bert.signals.handcrafted import DOMAINS, FEATURE_NAMES
 
             first = FEATURE_NAMES.index(f"domain_{DOMAINS[0]}")
             found = features[:, first: first + len(DOMAINS)] > 0
@@ -372,7 +372,7 @@ class DecisionLayer:
     def choose(self, ctx) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(raw choice, final tier after floors, policy name per row): budget requests use the budget policy,
         step types with their own policy use it, everything else the bundle's default policy."""
-        from aco_bert.policies import Budget
+        from aco_bert.policies.base import Budget
 
         p = ctx.shape[0]
         raw = np.asarray(self.policy.choose(ctx), dtype=int)
@@ -411,7 +411,7 @@ class DecisionLayer:
 
     def decisions(self, texts: Sequence[str], outputs: dict[str, np.ndarray], enc: Encoded, step_types, domains,
                   budgets, min_tiers, max_length: int) -> list[Decision]:
-        from aco_bert.features import featurize
+        from aco_bert.signals.handcrafted import featurize
 
         feats = featurize(texts, [s if _featurizable(s) else None for s in step_types])
         probs, costs = self.probs_costs(outputs, feats)
@@ -450,7 +450,7 @@ class Router:
 
     def __init__(self, bundle_dir: Path, manifest: dict[str, Any], config: dict[str, Any], session, tokenizer,
                  layer: DecisionLayer, int8: bool, max_batch: int = DEFAULT_MAX_BATCH, int8_batching: bool = False):
-        from aco_bert.tokenization import pad_token_id
+        from aco_bert.model.tokenization import pad_token_id
 
         self.bundle_dir, self.manifest, self.config = bundle_dir, manifest, config
         self.session, self.tokenizer, self.layer, self.int8 = session, tokenizer, layer, int8
@@ -486,7 +486,7 @@ class Router:
         other processes and int8 latency at 256 tokens went from 35 ms to 98 ms (p50, 2 threads, load ~3.4)."""
         import onnxruntime as ort
 
-        from aco_bert.tokenization import load_tokenizer
+        from aco_bert.model.tokenization import load_tokenizer
 
         root = Path(bundle_dir)
         manifest = B.verify_bundle(root) if verify else B.read_manifest(root)
@@ -523,8 +523,8 @@ class Router:
     # --- the pipeline, stage by stage (public so the exporter and the benchmark can time / feed each) ----------
     def encode(self, texts: Sequence[str]) -> Encoded:
         """Token ids cut head+tail, padded; with each prompt's full token count (for the "truncated" reason).
-        :func:`aco_bert.tokenization.encode_truncated` gets both without tokenising all of a long prompt."""
-        from aco_bert.tokenization import encode_truncated, pad_ids
+        :func:`aco_bert.model.tokenization.encode_truncated` gets both without tokenising all of a long prompt."""
+        from aco_bert.model.tokenization import encode_truncated, pad_ids
 
         seqs, full = encode_truncated(self.tokenizer, texts, self.max_length, self.truncation, self.tail_tokens)
         return Encoded(pad_ids(seqs, self.pad_id), [len(s) for s in seqs], full)
@@ -604,8 +604,8 @@ class Router:
         bundle's verifier gives P(that run succeeded | prompt features, trace, the router's prior); without a
         verifier the prior P(success) of that tier is used (and the reasons say so).
         """
-        from aco_bert.cascade import Cascade
-        from aco_bert.features import featurize
+        from aco_bert.decision.verifier import Cascade
+        from aco_bert.signals.handcrafted import featurize
 
         steps, doms, buds, mins = self._validate([prompt], [step_type], None, None, None)
         t_n = self.spec.n_tiers
@@ -622,7 +622,7 @@ class Router:
         v = self.layer.verifier
         if v is not None:
             # Verifier.predict_runs without its per-call DMatrix (a test checks both give the same number).
-            from aco_bert.cascade import TRACE_SIGNALS
+            from aco_bert.decision.verifier import TRACE_SIGNALS
 
             x = v._rows(np.array([tier0]), v._logs({k: np.array([sig[k]]) for k in TRACE_SIGNALS}),
                         np.array([prior]) if v.cfg.use_prior else None,

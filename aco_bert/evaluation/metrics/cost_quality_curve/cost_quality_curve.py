@@ -1,13 +1,13 @@
 """Cost-quality curve metrics of a router: AIQ, APGR, CPT(50%), CPT(80%) over the weak..strong cost range.
 
-Loaded by path (offline): ``evaluate.load(aco_bert.metrics.metric_path("cost_quality_curve"))``. The arithmetic is
-:func:`aco_bert.metrics.core.curve_metrics` -- the same function :mod:`aco_bert.policy_eval` uses.
+Loaded by path (offline): ``evaluate.load(aco_bert.evaluation.metrics.metric_path("cost_quality_curve"))``. The arithmetic is
+:func:`aco_bert.evaluation.metrics.core.curve_metrics` -- the same function :mod:`aco_bert.evaluation.replay` uses.
 """
 
 import datasets
 import evaluate
 
-from aco_bert.metrics.core import curve_metrics, upper_hull
+from aco_bert.evaluation.metrics.core import curve_metrics, upper_hull
 
 _DESCRIPTION = """
 Each input row is one operating point (mean cost/task in USD, mean success) of a routing policy, e.g. one value of
@@ -29,7 +29,7 @@ Args:
 Returns:
     dict with aiq, apgr, cpt_50, cpt_50_frac, cpt_80, cpt_80_frac, hull_cost, hull_success.
 Examples:
-    >>> m = evaluate.load(aco_bert.metrics.metric_path("cost_quality_curve"))
+    >>> m = evaluate.load(aco_bert.evaluation.metrics.metric_path("cost_quality_curve"))
     >>> m.compute(cost=[0.0, 1.0], success=[0.5, 1.0], weak_cost=0.0, weak_success=0.5,
     ...           strong_cost=1.0, strong_success=1.0)["aiq"]
     0.75

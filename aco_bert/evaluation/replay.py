@@ -3,7 +3,7 @@
 A routing decision picks one model per prompt; since every model was actually run on every prompt, the realised
 success and cost of any decision vector can be read off the :class:`OutcomeMatrix` (:func:`replay`). On top of
 that this module builds the reference policies every router is compared with, curves of swept policies, and the
-report the ``python -m aco_bert.evaluate`` CLI prints. Metric arithmetic lives in :mod:`aco_bert.metrics.core`.
+report the ``python -m aco_bert.evaluate`` CLI prints. Metric arithmetic lives in :mod:`aco_bert.evaluation.metrics.core`.
 
 Reference policies (all respect the prompts' minimum tiers when given):
 
@@ -31,8 +31,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from aco_bert.data.schema import OutcomeMatrix
-from aco_bert.jsonio import json_safe
-from aco_bert.metrics.core import (
+from aco_bert.artifacts.jsonio import json_safe
+from aco_bert.evaluation.metrics.core import (
     ONE_POINT,
     curve_metrics,
     pgr,
@@ -40,7 +40,7 @@ from aco_bert.metrics.core import (
     summarize,
     upper_hull,
 )
-from aco_bert.policies import Policy, Random, RoutingContext, Threshold, Utility
+from aco_bert.policies.base import Policy, Random, RoutingContext, Threshold, Utility
 
 REFERENCE_NAMES = ("always-frontier", "zero-router", "cheapest", "oracle", "random")
 

@@ -19,9 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from aco_bert.stacking import PCA
+from aco_bert.decision.stacker import PCA
 
-FORMAT = "aco_bert.cost_model/1"
+FORMAT = "aco_bert.decision.cost_model/1"
 EPS = 1e-4  # USD; keeps log() finite for free (locally served) calls
 
 
@@ -42,7 +42,7 @@ class CostModelConfig:
     fmt: str = "json"
 
     def xgb_params(self) -> dict:
-        from aco_bert.xgb_artifacts import tree_params
+        from aco_bert.decision.xgb import tree_params
 
         return tree_params(self, "reg:squarederror")
 
@@ -134,7 +134,7 @@ class CostModel:
         return out
 
     def save(self, path: str | Path) -> Path:
-        from aco_bert.xgb_artifacts import save_boosters
+        from aco_bert.decision.xgb import save_boosters
 
         path = Path(path)
         files = save_boosters(path, self.boosters, "cost", self.cfg.fmt)
@@ -147,7 +147,7 @@ class CostModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "CostModel":
-        from aco_bert.xgb_artifacts import load_boosters, read_artifact_manifest
+        from aco_bert.decision.xgb import load_boosters, read_artifact_manifest
 
         m = read_artifact_manifest(path, FORMAT, "cost-model")
         boosters = load_boosters(path, m["models"])

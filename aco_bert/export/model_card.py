@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from aco_bert import bundle as B
+from aco_bert.artifacts import bundle as B
 
 
 def _pct(v: Any) -> str:

@@ -1,6 +1,6 @@
 """The one implementation of every routing metric (numpy only).
 
-Both :mod:`aco_bert.policy_eval` and the ``evaluate.Metric`` wrappers in this folder call these functions, so a
+Both :mod:`aco_bert.evaluation.replay` and the ``evaluate.Metric`` wrappers in this folder call these functions, so a
 number in a report and the same number from ``evaluate.load(...)`` can never disagree.
 
 Conventions (multi-model generalisations of RouteLLM / RouterBench):

@@ -1,4 +1,4 @@
-"""Routing metrics: numpy implementation in :mod:`aco_bert.metrics.core`, plus ``evaluate.Metric`` wrappers.
+"""Routing metrics: numpy implementation in :mod:`aco_bert.evaluation.metrics.core`, plus ``evaluate.Metric`` wrappers.
 
 Each wrapper lives in ``<name>/<name>.py`` -- the layout ``evaluate.load`` accepts for a local metric -- so it loads
 by path, offline (no Hub access): ``evaluate.load(metric_path("routing_metrics"))``.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aco_bert.metrics.core import (
+from aco_bert.evaluation.metrics.core import (
     ONE_POINT,
     CurveMetrics,
     RoutingSummary,

@@ -44,7 +44,7 @@ class StackerConfig:
     fmt: str = "json"  # "json" or "ubj"
 
     def xgb_params(self) -> dict:
-        from aco_bert.xgb_artifacts import tree_params
+        from aco_bert.decision.xgb import tree_params
 
         # binary:logistic accepts soft labels in [0, 1] (graded outcomes)
         return tree_params(self, "binary:logistic", eval_metric="logloss")
@@ -216,7 +216,7 @@ class Stacker:
         return out
 
     def save(self, path: str | Path) -> Path:
-        from aco_bert.xgb_artifacts import save_boosters
+        from aco_bert.decision.xgb import save_boosters
 
         path = Path(path)
         files = save_boosters(path, self.boosters, "tier", self.cfg.fmt)
@@ -235,7 +235,7 @@ class Stacker:
 
     @classmethod
     def load(cls, path: str | Path) -> "Stacker":
-        from aco_bert.xgb_artifacts import load_boosters, read_artifact_manifest
+        from aco_bert.decision.xgb import load_boosters, read_artifact_manifest
 
         m = read_artifact_manifest(path, FORMAT, "stacker")
         boosters = load_boosters(path, m["models"])
@@ -276,8 +276,8 @@ class FittedStack:
 def fit_stack(inputs: StackInputs, labels: np.ndarray, cfg: StackerConfig | None = None,
               tiers: Sequence[str] | None = None, prompt_ids: Sequence[str] | None = None) -> FittedStack:
     """Inner cross-fit -> isotonic calibrator on those held-out predictions -> final stacker on all prompts."""
-    from aco_bert.calibration import IsotonicCalibrator
-    from aco_bert.splits import kfold
+    from aco_bert.decision.calibration import IsotonicCalibrator
+    from aco_bert.data.splits import kfold
 
     cfg = cfg or StackerConfig()
     ids = list(prompt_ids) if prompt_ids is not None else inputs.n

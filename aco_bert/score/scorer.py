@@ -2,7 +2,7 @@
 
 Why it is built the way it is:
 
-* **Bounded memory.** The input is read in fixed-size chunks (:mod:`aco_bert.io_tables`) and each scored chunk is
+* **Bounded memory.** The input is read in fixed-size chunks (:mod:`aco_bert.score.sources`) and each scored chunk is
   written straight to a part file, so memory depends on ``--chunk-size``, not on the input.
 * **Resumable.** Next to the output, ``<output>.parts/`` holds one part per finished chunk and ``progress.json``
   with the input's content fingerprint and the run's settings. Rerunning the same command skips finished chunks;
@@ -15,7 +15,7 @@ Why it is built the way it is:
 * **Optional worker processes** (``--workers N``), each loading the bundle once; results do not depend on N.
 * ``--evaluate``: the input is a canonical outcome table (:mod:`aco_bert.data.schema`); each unique prompt is
   scored once (output: one row per prompt) and the routed decisions are replayed against the real outcomes next
-  to always-frontier, the zero router and the oracle (:mod:`aco_bert.policy_eval`), with the cost-quality plot.
+  to always-frontier, the zero router and the oracle (:mod:`aco_bert.evaluation.replay`), with the cost-quality plot.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from aco_bert.data.schema import STEP_TYPES
-from aco_bert.decision import BundleError, Decision, RoutingInputError
-from aco_bert.io_tables import Chunk, InputError, TableSource, open_table
+from aco_bert.types import BundleError, Decision, RoutingInputError
+from aco_bert.score.sources import Chunk, InputError, TableSource, open_table
 
 ON_ERROR = ("mark", "stop")
 FORMATS = ("parquet", "jsonl")
@@ -490,7 +490,7 @@ def _assemble(parts: Path, names: list[str], output: Path, fmt: str, schema) -> 
 
 
 def load_router(bundle: str, int8: bool | None = None, threads: int | None = None):
-    """The bundle's :class:`aco_bert.runtime.Router` (manifest verified); ``threads``: ONNX Runtime intra-op
+    """The bundle's :class:`aco_bert.runtime.router.Router` (manifest verified); ``threads``: ONNX Runtime intra-op
     threads (None: the runtime's default)."""
     from aco_bert.runtime import Router
 
@@ -555,7 +555,7 @@ def score_dataset(cfg: ScoreConfig, *, router: Any = None, loader: Callable[...,
         router = loader(cfg.bundle, cfg.int8, 1 if cfg.workers > 0 else cfg.threads)  # with workers: spec only
     models = [t.model for t in router.spec.tiers]
     if cfg.evaluate:
-        from aco_bert.io_tables import memory_source
+        from aco_bert.score.sources import memory_source
 
         table = read_outcome_table(cfg)
         matrix = table.matrix(_models_in_table(table, models, cfg.input))
@@ -726,8 +726,8 @@ def evaluate_scored(scored, matrix, models: Sequence[str], *, frontier: str | No
     reference policies. Rows marked bad are reported and left out (the evaluator needs a decision per prompt)."""
     import numpy as np
 
-    from aco_bert.policies import RoutingContext
-    from aco_bert.policy_eval import evaluate_policies, threshold_sweep, utility_sweep
+    from aco_bert.policies.base import RoutingContext
+    from aco_bert.evaluation.replay import evaluate_policies, threshold_sweep, utility_sweep
 
     df = scored.set_index("prompt_id")
     bad = df["error"].notna()
@@ -763,7 +763,7 @@ def _evaluate_into(summary: ScoreSummary, cfg: ScoreConfig, matrix, router) -> N
     models = [t.model for t in router.spec.tiers]
     report = evaluate_scored(scored, matrix, models, frontier=getattr(router.spec, "frontier", None),
                              dataset=Path(cfg.input).name)
-    from aco_bert.plots import plot_cost_quality
+    from aco_bert.evaluation.plots import plot_cost_quality
 
     stem = out.with_suffix("")
     plot = Path(cfg.plot) if cfg.plot else stem.with_name(stem.name + ".cost_quality.png")

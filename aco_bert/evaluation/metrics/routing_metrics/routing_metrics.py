@@ -1,13 +1,13 @@
 """Routing metrics of one policy's realised per-prompt outcomes: success, cost/task, savings vs frontier, PGR.
 
-Loaded by path (offline): ``evaluate.load(aco_bert.metrics.metric_path("routing_metrics"))``. The arithmetic is
-:func:`aco_bert.metrics.core.summarize` -- the same function :func:`aco_bert.policy_eval.replay` uses.
+Loaded by path (offline): ``evaluate.load(aco_bert.evaluation.metrics.metric_path("routing_metrics"))``. The arithmetic is
+:func:`aco_bert.evaluation.metrics.core.summarize` -- the same function :func:`aco_bert.evaluation.replay.replay` uses.
 """
 
 import datasets
 import evaluate
 
-from aco_bert.metrics.core import pgr, savings, summarize
+from aco_bert.evaluation.metrics.core import pgr, savings, summarize
 
 _DESCRIPTION = """
 Per-prompt realised outcomes of the tier a routing policy chose (success in [0, 1], USD cost) summarised as:
@@ -29,7 +29,7 @@ Returns:
     dict with success, cost_per_task, n, n_missing, n_cost_missing and, when the references are given,
     savings_vs_frontier, cost_fraction_of_frontier, pgr.
 Examples:
-    >>> m = evaluate.load(aco_bert.metrics.metric_path("routing_metrics"))
+    >>> m = evaluate.load(aco_bert.evaluation.metrics.metric_path("routing_metrics"))
     >>> r = m.compute(success=[1, 0, 1, 1], cost=[0.1, 0.1, 0.5, 0.1], frontier_cost=0.5)
     >>> round(r["savings_vs_frontier"], 6)
     0.6

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from scipy import sparse
 
-from aco_bert.splits import Fold
+from aco_bert.data.splits import Fold
 
 
 @dataclass
@@ -140,7 +140,7 @@ def check_folds(folds: Sequence[Fold], n: int) -> None:
 def oof_predict(texts: Sequence[str], success: np.ndarray, folds: Sequence[Fold],
                 config: TfidfLRConfig | None = None) -> np.ndarray:
     """Out-of-fold probabilities (P, T): each prompt is scored by a model that never saw it (folds from
-    :func:`aco_bert.splits.kfold`). Prompts in no test fold stay NaN."""
+    :func:`aco_bert.data.splits.kfold`). Prompts in no test fold stay NaN."""
     texts = list(texts)
     y = _as_success(success, len(texts))
     check_folds(folds, len(texts))

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from aco_bert.policies import Policy, RoutingContext
+from aco_bert.policies.base import Policy, RoutingContext
 
 FORMAT = "aco_bert.verifier/1"
 EPS = 1e-4
@@ -43,7 +43,7 @@ class VerifierConfig:
     fmt: str = "json"
 
     def xgb_params(self) -> dict:
-        from aco_bert.xgb_artifacts import tree_params
+        from aco_bert.decision.xgb import tree_params
 
         return tree_params(self, "binary:logistic", eval_metric="logloss")
 
@@ -153,7 +153,7 @@ class Verifier:
 
     @classmethod
     def load(cls, path: str | Path) -> "Verifier":
-        from aco_bert.xgb_artifacts import load_boosters, read_artifact_manifest
+        from aco_bert.decision.xgb import load_boosters, read_artifact_manifest
 
         m = read_artifact_manifest(path, FORMAT, "verifier")
         (b,) = load_boosters(path, [m["model"]])
@@ -231,7 +231,7 @@ class Cascade:
 
     def step(self, ctx: RoutingContext, tier_run: int, score: float, tier_names: Sequence[str] | None = None):
         """Runtime decision for ONE prompt (ctx of one row) after ``tier_run`` (0-based) ran and was scored."""
-        from aco_bert.decision import Escalation
+        from aco_bert.types import Escalation
 
         accept = bool(score >= self.accept) or tier_run >= ctx.shape[1] - 1
         nxt = None if accept else int(self.escalate.decide(_with_min(ctx, np.array([tier_run + 1])))[0])

@@ -1,0 +1,5 @@
+import sys
+
+from aco_bert.export.build import main
+
+sys.exit(main())
