@@ -99,3 +99,118 @@ def to_dict(obj: Any) -> dict[str, Any]:
 def save_config(obj: Any, path: str | Path) -> None:
     with open(path, "w") as f:
         yaml.safe_dump(to_dict(obj), f, sort_keys=False)
+
+
+# --- command lines generated from config dataclasses ------------------------------------------------------------
+
+
+class CliError(ValueError):
+    """A bad command line: the verb prints it as one line (no traceback) and exits 2."""
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """``name: type = default  # comment`` -> {name: comment}, read from the class source (help text for free)."""
+    import inspect
+    import re
+
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            src = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for m in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", src, flags=re.M):
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def _is_text(tp: Any) -> bool:
+    """str or Optional[str]: such a flag's value is taken verbatim (``--dataset no`` is the string "no")."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [a for a in typing.get_args(tp) if a is not type(None)] == [str]
+    return tp is str
+
+
+def _type_name(tp: Any) -> str:
+    s = getattr(tp, "__name__", None) or str(tp)
+    return s.replace("typing.", "")
+
+
+def build_parser(cls: type, prog: str, description: str = "", *, config_file: bool = True,
+                 required: tuple[str, ...] = ()):
+    """An ``argparse`` parser whose flags are ``cls``'s fields: ``--field_name`` (and ``--field-name``).
+
+    Values are parsed as YAML (``--stacker "{nthread: 1}"``, ``--taus "[0.5, 0.6]"``) and coerced to the field's
+    type by :func:`from_dict`, so a YAML key, a dataclass field and a flag are always the same name and type. A
+    bare boolean flag means true. ``config_file`` adds ``--config FILE.yaml`` (flags override the file).
+    """
+    import argparse
+
+    ap = argparse.ArgumentParser(prog=prog, description=description,
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    if config_file:
+        ap.add_argument("--config", default=None, help="YAML file with any of the fields below (flags override it)")
+    hints = typing.get_type_hints(cls)
+    notes = _field_comments(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp = hints[f.name]
+        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = "(see config)" if dataclasses.is_dataclass(tp) else f.default_factory()  # type: ignore[misc]
+        else:
+            default = None
+        is_bool = tp is bool or (typing.get_origin(tp) in (typing.Union, types.UnionType)
+                                 and bool in typing.get_args(tp))
+        kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS,
+                                  help=f"{notes.get(f.name, '')} [{_type_name(tp)}; default {default!r}]".strip())
+        if is_bool:
+            kw["nargs"] = "?"
+            kw["const"] = "true"
+        if f.name in required or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                                  and not config_file):  # type: ignore[misc]
+            kw["required"] = True
+        ap.add_argument(*flags, **kw)
+    return ap
+
+
+def parse_config(cls: type[T], argv: list[str] | None, prog: str, description: str = "", *,
+                 config_file: bool = True, required: tuple[str, ...] = ()) -> T:
+    """Parse ``argv`` into ``cls`` (``--config`` YAML first, then the flags). Raises :class:`CliError`, never a
+    traceback for a user's mistake; ``-h`` prints the generated help and exits 0 (argparse's own behaviour)."""
+    import sys
+
+    ap = build_parser(cls, prog, description, config_file=config_file, required=required)
+    try:
+        ns = vars(ap.parse_args(sys.argv[1:] if argv is None else argv))
+    except SystemExit as e:
+        if e.code == 0:
+            raise
+        raise CliError(f"{prog}: bad arguments (see --help)") from None
+    path = ns.pop("config", None)
+    hints = typing.get_type_hints(cls)
+    values = {k: (v if _is_text(hints[k]) or not isinstance(v, str) or v == "" else yaml.safe_load(v))
+              for k, v in ns.items()}
+    try:
+        return load_config(cls, path, values)
+    except (ValueError, TypeError, OSError, yaml.YAMLError) as e:
+        raise CliError(f"{prog}: {e}") from e
+
+
+def run_verb(fn, cls: type[T], argv: list[str] | None, prog: str, description: str = "", **kw: Any) -> int:
+    """The whole ``main`` of a thin verb: parse ``cls`` from the command line, call ``fn(cfg)``, and turn a
+    :class:`CliError` into one line on stderr with exit code 2."""
+    import sys
+
+    try:
+        cfg = parse_config(cls, argv, prog, description, **kw)
+    except CliError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    rc = fn(cfg)
+    return int(rc or 0)

@@ -7,12 +7,9 @@ policy knobs are chosen on inner folds only, so the outer test fold is never see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Iterator, Sequence
 
 import numpy as np
-
-T = TypeVar("T")
-
 
 @dataclass(frozen=True)
 class Fold:
@@ -45,13 +42,12 @@ def nested(prompt_ids: Sequence[str] | int, k_outer: int = 5, k_inner: int = 5, 
         yield outer, inner
 
 
-def select_on_train(candidates: Sequence[T], score: Callable[[T, np.ndarray], float], train_idx: np.ndarray) -> T:
-    """Pick the candidate with the best ``score(candidate, train_idx)``; the test fold is never passed in."""
-    best, best_s = None, -np.inf
-    for c in candidates:
-        s = score(c, train_idx)
-        if s > best_s:
-            best, best_s = c, s
-    if best is None:
-        raise ValueError("no candidates")
-    return best
+def subsample(n: int, max_prompts: int | None, seed: int = 0) -> np.ndarray:
+    """Positions of a seeded random slice of ``n`` prompts, in their original order (all of them when
+    ``max_prompts`` is None or >= n). The one rule every stage uses, so ``--max_prompts N`` picks the same prompts in
+    ``train``, ``report`` and ``demo``."""
+    if max_prompts is None or max_prompts >= n:
+        return np.arange(n)
+    if max_prompts < 1:
+        raise ValueError(f"max_prompts must be >= 1, got {max_prompts}")
+    return np.sort(np.random.default_rng(seed).permutation(n)[:max_prompts])

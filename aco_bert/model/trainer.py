@@ -88,6 +88,7 @@ def _default_tier_order(table) -> list[str]:
 def load_router_data(cfg: TrainConfig) -> RouterData:
     """Load the outcome table, restrict it to the spec's tiers (in tier order) and build the targets."""
     from aco_bert.data.registry import load_outcomes
+    from aco_bert.data.splits import subsample
     from aco_bert.spec import RouterSpec
 
     table = load_outcomes(cfg.dataset, data_dir=cfg.data_dir, **cfg.dataset_options)
@@ -99,7 +100,7 @@ def load_router_data(cfg: TrainConfig) -> RouterData:
     m = table.matrix(models)
     idx = np.arange(m.n_prompts)
     if cfg.max_prompts is not None and cfg.max_prompts < m.n_prompts:
-        idx = np.sort(np.random.default_rng(cfg.seed).permutation(m.n_prompts)[: cfg.max_prompts])
+        idx = subsample(m.n_prompts, cfg.max_prompts, cfg.seed)
         m = m.subset(idx)
     targets = m.success.astype(np.float32)
     aux, aux_labels = {}, {}
