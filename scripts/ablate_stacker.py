@@ -17,7 +17,8 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aco_bert.evaluation.tfidf import mean_auc, oof_predict, per_tier_auc
+    from aco_bert.evaluation.metrics.core import mean_auc, per_tier_auc
+    from aco_bert.evaluation.tfidf import oof_predict
     from aco_bert.decision.calibration import brier
     from aco_bert.data import load_outcomes
     from aco_bert.data.registry import default_spec_name

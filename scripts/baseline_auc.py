@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aco_bert.evaluation.tfidf import TfidfLR, TfidfLRConfig, mean_auc, oof_predict, per_tier_auc
+from aco_bert.evaluation.metrics.core import mean_auc, per_tier_auc
+from aco_bert.evaluation.tfidf import TfidfLR, TfidfLRConfig, oof_predict
 from aco_bert.config import load_config, parse_overrides
 from aco_bert.data.registry import DATASETS, load_outcomes
 from aco_bert.data.splits import kfold

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from aco_bert.evaluation.tfidf import TfidfLR, TfidfLRConfig, check_folds, mean_auc, oof_predict, per_tier_auc
+from aco_bert.evaluation.metrics.core import mean_auc, per_tier_auc
+from aco_bert.evaluation.tfidf import TfidfLR, TfidfLRConfig, check_folds, oof_predict
 from aco_bert.data.splits import Fold, kfold
 
 N_PROMPTS = 120

@@ -8,7 +8,8 @@ import numpy as np
 
 from aco_bert.decision.verifier import VerifierConfig
 from aco_bert.decision.cost_model import CostModelConfig
-from aco_bert.evaluation.report import RouterEvalConfig, run_router_eval, select, select_savings
+from aco_bert.evaluation.report import RouterEvalConfig, run_router_eval
+from aco_bert.evaluation.selection import select_match as select, select_savings
 from aco_bert.decision.stacker import StackerConfig
 
 

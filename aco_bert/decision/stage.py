@@ -53,7 +53,8 @@ def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
     from aco_bert.data import load_outcomes
     from aco_bert.signals.handcrafted import featurize
     from aco_bert.policies.base import RoutingContext, Threshold, Utility
-    from aco_bert.evaluation.report import TAUS, _lambdas, _realised, select
+    from aco_bert.evaluation.metrics.core import realised
+    from aco_bert.evaluation.selection import TAUS, lambda_grid, select_match
     from aco_bert.policies.floors import TargetSuccess, floors_for
     from aco_bert.spec import RouterSpec
     from aco_bert.data.splits import kfold
@@ -119,10 +120,10 @@ def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
                                f"tau 1.01 routes every prompt to its most likely tier")
         report["ltt"] = ts.result.to_dict()
     elif cfg.policy in ("utility", "threshold"):
-        grid = TAUS if cfg.policy == "threshold" else _lambdas(float(np.nanmean(cost)))
+        grid = TAUS if cfg.policy == "threshold" else lambda_grid(float(np.nanmean(cost)))
         make = Threshold if cfg.policy == "threshold" else Utility
-        pts = [(k, *_realised(make(k).decide(ctx), y, cost)) for k in grid]
-        k = select(pts, s_front - cfg.within + cfg.margin)
+        pts = [(k, *realised(make(k).decide(ctx), y, cost)) for k in grid]
+        k = select_match(pts, s_front - cfg.within + cfg.margin)
         routing["tau" if cfg.policy == "threshold" else "lam"] = float(k)
         report["selection"] = {"points": pts, "chosen": k}
     else:
@@ -142,7 +143,7 @@ def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
             r = Cascade(pol, pol, acc).replay(ctx, y, cost, q)
             pts.append((acc, float(r.success.mean()), float(r.cost.mean())))
         # escalate only as much as needed: the cheapest accept threshold whose held-out success meets the target
-        best = select(pts, target + cfg.margin)
+        best = select_match(pts, target + cfg.margin)
         routing["cascade"] = {"accept": best, "max_runs": 2}
         report["cascade"] = {"points": pts, "chosen": best}
     (out / "routing.json").write_text(json.dumps(routing, indent=1))

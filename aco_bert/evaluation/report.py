@@ -44,6 +44,8 @@ from aco_bert.decision.calibration import (
     calibration_report,
     plot_reliability,
 )
+from aco_bert.evaluation.metrics.core import realised
+from aco_bert.evaluation.selection import RULES, TAUS, lambda_grid, select_match, select_savings
 from aco_bert.decision.verifier import Cascade, Verifier, VerifierConfig, trace_arrays
 from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors
 from aco_bert.artifacts.jsonio import json_safe
@@ -91,37 +93,7 @@ class RouterEvalConfig:
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
 
 
-TAUS = [round(float(x), 4) for x in np.linspace(0.0, 1.0, 101)]
 
-
-def _lambdas(scale: float) -> list[float]:
-    return [0.0] + [float(x) for x in np.logspace(-3, 3, 61) / scale]
-
-
-def _realised(tiers: np.ndarray, success: np.ndarray, cost: np.ndarray) -> tuple[float, float]:
-    rows = np.arange(len(tiers))
-    s, c = success[rows, tiers], cost[rows, tiers]
-    with np.errstate(all="ignore"):
-        return float(np.nanmean(s)), float(np.nanmean(np.where(np.isnan(s), np.nan, c)))
-
-
-def select(points: Sequence[tuple[Any, float, float]], target: float) -> Any:
-    """Rule "match": the cheapest knob whose training success >= target; none -> the best success."""
-    ok = [p for p in points if p[1] >= target - 1e-12]
-    if ok:
-        return min(ok, key=lambda p: (p[2], -p[1]))[0]
-    return max(points, key=lambda p: (p[1], -p[2]))[0]
-
-
-def select_savings(points: Sequence[tuple[Any, float, float]], max_cost: float) -> Any:
-    """Rule "savings": the best training success among knobs costing <= max_cost; none -> the cheapest knob."""
-    ok = [p for p in points if p[2] <= max_cost + 1e-12]
-    if ok:
-        return max(ok, key=lambda p: (p[1], -p[2]))[0]
-    return min(points, key=lambda p: (p[2], -p[1]))[0]
-
-
-RULES = ("match", "savings")
 
 
 def _hull_mix(fixed: Sequence[tuple[int, float, float]], max_cost: float, n: int, rng: np.random.Generator
@@ -239,7 +211,7 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
             synth[f"ablation: outcome+noise AUC {a:.2f}"] = mu * lab + rng_s.normal(size=y.shape)
         srcs += list(synth)
     scale = float(np.nanmean(cost[folds[0].train]))
-    grids = {"threshold": TAUS, "utility": _lambdas(scale)}
+    grids = {"threshold": TAUS, "utility": lambda_grid(scale)}
     make = {"threshold": Threshold, "utility": Utility}
 
     probs = {s: np.full((n, n_t), np.nan) for s in srcs}
@@ -278,12 +250,12 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
         max_cost = (1 - cfg.min_savings) * float(np.nanmean(cost[tr, fc]))
 
         def pick(points, rule):
-            return select(points, target) if rule == "match" else select_savings(points, max_cost)
+            return select_match(points, target) if rule == "match" else select_savings(points, max_cost)
         log(f"[router-eval] fold {f.index}: train {len(tr)} test {len(te)}; train frontier "
             f"{spec.models[fc]} {100 * s_front:.1f} % -> selection target {100 * target:.1f} %")
         # zero router chosen on the training prompts: cheapest fixed tier within `within` of the frontier
-        fixed = [(t, *_realised(np.full(len(tr), t), y[tr], cost[tr])) for t in range(n_t)]
-        zt = select([(t, s, c) for t, s, c in fixed], s_front - cfg.within)
+        fixed = [(t, *realised(np.full(len(tr), t), y[tr], cost[tr])) for t in range(n_t)]
+        zt = select_match([(t, s, c) for t, s, c in fixed], s_front - cfg.within)
         zero_nested[te] = np.maximum(zt, min_tier[te])
         # zero-router *mix* at the savings rule's budget: random mixing of the two hull vertices around it
         zero_mix[te] = np.maximum(_hull_mix(fixed, max_cost, len(te), rng_mix), min_tier[te])
@@ -343,7 +315,7 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
                 pts = []
                 for k in grid:
                     pol = make[fam](k)
-                    pts.append((k, *_realised(pol.decide(ctx_tr), y[tr], cost[tr])))
+                    pts.append((k, *realised(pol.decide(ctx_tr), y[tr], cost[tr])))
                     curve_tiers[(s, fam)][k][te] = pol.decide(ctx_te)
                 for rule in RULES:
                     k_sel = pick(pts, rule)
@@ -442,7 +414,7 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
                 (r["weak_cost"], r["weak_success"]), (r["strong_cost"], r["strong_success"])).to_dict()
 
     # --- diagnostics ---------------------------------------------------------------------------------------------
-    from aco_bert.evaluation.tfidf import mean_auc, per_tier_auc
+    from aco_bert.evaluation.metrics.core import mean_auc, per_tier_auc
     from aco_bert.decision.conformal import coverage_over_splits
     from aco_bert.evaluation.metrics.core import hull_value
 

@@ -149,29 +149,3 @@ def oof_predict(texts: Sequence[str], success: np.ndarray, folds: Sequence[Fold]
         model = TfidfLR(config).fit([texts[i] for i in f.train], y[f.train])
         out[f.test] = model.predict_proba([texts[i] for i in f.test])
     return out
-
-
-def per_tier_auc(success: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """ROC AUC per tier over prompts with a known outcome and a prediction; success = ``y >= 0.5``.
-
-    NaN for a tier whose evaluated labels are a single class (AUC is undefined there).
-    """
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(success, dtype=float)
-    p = np.asarray(probs, dtype=float)
-    if y.shape != p.shape or y.ndim != 2:
-        raise ValueError(f"success {y.shape} and probs {p.shape} must be the same (n_prompts, n_tiers) shape")
-    out = np.full(y.shape[1], np.nan)
-    for t in range(y.shape[1]):
-        ok = ~np.isnan(y[:, t]) & ~np.isnan(p[:, t])
-        yt = y[ok, t] >= 0.5
-        if yt.size and 0 < yt.sum() < yt.size:
-            out[t] = roc_auc_score(yt, p[ok, t])
-    return out
-
-
-def mean_auc(aucs: np.ndarray) -> float:
-    """Mean over the tiers where AUC is defined (NaN if none is)."""
-    a = np.asarray(aucs, dtype=float)
-    return float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")

@@ -192,3 +192,40 @@ def savings(cost_per_task: float, frontier_cost: float) -> float:
     if not frontier_cost > 0:
         return float("nan")
     return float(1.0 - cost_per_task / frontier_cost)
+
+
+def realised(tiers, success, cost) -> tuple[float, float]:
+    """(success, cost/task) of routing prompt ``i`` to column ``tiers[i]`` of the (P, T) ``success``/``cost``
+    matrices, by the one rule every evaluation uses (:func:`summarize`: a missing outcome is excluded, never a
+    failure; cost averages over prompts with a known outcome and a known cost)."""
+    tiers = np.asarray(tiers, dtype=int)
+    rows = np.arange(len(tiers))
+    s = summarize(np.asarray(success, dtype=float)[rows, tiers], np.asarray(cost, dtype=float)[rows, tiers])
+    return s.success, s.cost_per_task
+
+
+def per_tier_auc(success, probs) -> np.ndarray:
+    """ROC AUC per tier over prompts with a known outcome and a prediction; success = ``y >= 0.5``.
+
+    The one per-tier AUC of the package (training metrics, baselines, the report, export parity). NaN for a tier
+    whose evaluated labels are a single class (AUC is undefined there); sklearn computes each AUC.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(success, dtype=float)
+    p = np.asarray(probs, dtype=float)
+    if y.shape != p.shape or y.ndim != 2:
+        raise ValueError(f"success {y.shape} and probs {p.shape} must be the same (n_prompts, n_tiers) shape")
+    out = np.full(y.shape[1], np.nan)
+    for t in range(y.shape[1]):
+        ok = ~np.isnan(y[:, t]) & ~np.isnan(p[:, t])
+        yt = y[ok, t] >= 0.5
+        if yt.size and 0 < yt.sum() < yt.size:
+            out[t] = roc_auc_score(yt, p[ok, t])
+    return out
+
+
+def mean_auc(aucs) -> float:
+    """Mean over the tiers where AUC is defined (NaN if none is)."""
+    a = np.asarray(aucs, dtype=float)
+    return float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
