@@ -1,0 +1,81 @@
+"""``RoutingConfig``: the routing section of a stack dir (``stack.json``) and a bundle (``router.yaml``).
+
+Why one dataclass: the stack stage writes it, the exporter may override a knob, the runtime reads it, and each of
+them used to validate a plain dict its own way. Here it is validated once, on construction, and every reader gets
+the same typed object (``RoutingConfig.from_dict(d, where=...)`` names the file in its error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+MODES = ("stacked", "heads")
+COST_HEADS_INPUTS = ("usd", "log1p")
+
+
+@dataclass
+class CascadeConfig:
+    accept: float = 0.5  # accept the tier that ran when the verifier's P(success) >= accept
+    max_runs: int | None = None  # tiers run at most per prompt (None: every tier)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.accept) <= 1.0:
+            raise ValueError(f"cascade.accept {self.accept} not in [0, 1]")
+        if self.max_runs is not None and int(self.max_runs) < 1:
+            raise ValueError(f"cascade.max_runs {self.max_runs} must be >= 1")
+
+
+@dataclass
+class PolicyConfig:
+    """One policy and its knob, e.g. ``{policy: threshold, tau: 0.7}`` (also the value of a ``per_step`` entry)."""
+
+    policy: str = "threshold"  # a name in aco_bert.policies' registry: threshold | target-success | utility | budget
+    tau: float | None = None  # threshold / target-success
+    lam: float | None = None  # utility
+    budget: float | None = None  # budget: default per-task USD (a request's own budget wins)
+
+    def __post_init__(self) -> None:
+        need = {"threshold": "tau", "target-success": "tau", "utility": "lam"}.get(self.policy)
+        if need is not None and getattr(self, need) is None:
+            raise ValueError(f"routing policy {self.policy!r} needs {need}")
+        if self.budget is not None and float(self.budget) < 0:
+            raise ValueError(f"budget {self.budget} must be >= 0")
+
+
+@dataclass
+class RoutingConfig(PolicyConfig):
+    """The bundle's whole routing section: default policy, per-step policies, cascade, and how it was chosen."""
+
+    mode: str = "heads"  # stacked (XGBoost stacker) | heads (the heads' sigmoid); set by the stack stage
+    target: float | None = None  # target success of target-success (documentation of how tau was chosen)
+    delta: float | None = None  # Learn-then-Test risk level
+    guaranteed: bool | None = None  # Learn-then-Test certified tau (False: tau is a fallback, see note)
+    tau_source: str | None = None
+    note: str | None = None
+    per_step: dict[str, PolicyConfig] = field(default_factory=dict)  # step type -> its own policy
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
+    cost_heads_input: str = "usd"  # units of the ONNX `cost` output the cost model reads: usd | log1p
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode not in MODES:
+            raise ValueError(f"routing mode {self.mode!r} not in {MODES}")
+        if self.cost_heads_input not in COST_HEADS_INPUTS:
+            raise ValueError(f"cost_heads_input {self.cost_heads_input!r} not in {COST_HEADS_INPUTS}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "routing") -> "RoutingConfig":
+        from aco_bert.config import from_dict
+
+        return from_dict(cls, dict(data), where=where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, **knobs: Any) -> "RoutingConfig":
+        """A copy with the non-None ``knobs`` replaced (validated again): an exporter's ``--tau 0.6``."""
+        d = self.to_dict()
+        d.update({k: v for k, v in knobs.items() if v is not None})
+        return RoutingConfig.from_dict(d)
