@@ -41,6 +41,10 @@ def _coerce(tp: Any, value: Any) -> Any:
         return tp(value)
     if tp is float and isinstance(value, int):
         return float(value)
+    if origin is dict and isinstance(value, dict):
+        args = typing.get_args(tp)
+        if len(args) == 2 and dataclasses.is_dataclass(args[1]):
+            return {k: _coerce(args[1], v) for k, v in value.items()}
     if tp in (list, dict) or origin in (list, dict):
         if isinstance(value, str):
             return yaml.safe_load(value)
