@@ -59,7 +59,11 @@ def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "config") -> T
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(names)}")
     kwargs = {k: _coerce(hints[k], v) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:  # a missing required field or a __post_init__ check: say where
+        msg = str(e)
+        raise ValueError(msg if msg.startswith(f"{where}:") else f"{where}: {msg}") from e
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
