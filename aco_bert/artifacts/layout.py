@@ -82,11 +82,15 @@ class DatasetRef:
     @classmethod
     def make(cls, dataset: str | os.PathLike, data_dir: str | os.PathLike | None = None,
              options: dict[str, Any] | None = None) -> "DatasetRef":
-        """Absolute paths for a dataset given as an existing file/folder (relative to the current directory or to
-        ``data_dir``) and for ``data_dir``; registry names stay names."""
+        """Registry names stay names; a dataset given as an existing file/folder (relative to the current
+        directory, else to ``data_dir``) and ``data_dir`` itself become absolute paths."""
+        from aco_bert.data.registry import DATASETS
+
         ds = str(dataset)
         p = Path(ds).expanduser()
-        if p.exists():
+        if ds in DATASETS:
+            pass
+        elif p.exists():
             ds = str(p.resolve())
         elif data_dir is not None and not p.is_absolute() and (Path(data_dir) / p).exists():
             ds = str((Path(data_dir) / p).resolve())

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aco_bert.config import load_config, parse_overrides
 from aco_bert.artifacts.jsonio import json_safe, write_json
+from aco_bert.artifacts.layout import DatasetRef, RunInfo
 from aco_bert.model.losses import IGNORE_INDEX, LossWeights, RouterLoss, balanced_pos_weight
 from aco_bert.model.modeling import RouterModel, RouterModelConfig
 from aco_bert.model.tokenization import encode_ids, load_tokenizer, pad_ids, pad_token_id
@@ -71,6 +72,7 @@ class RouterData:
     aux_labels: dict[str, list[str]] = field(default_factory=dict)
     meta: Any = None  # pandas DataFrame, one row per prompt
     notes: dict[str, Any] = field(default_factory=dict)
+    router_spec: dict[str, Any] = field(default_factory=dict)  # the whole spec (RouterSpec.to_dict()), for RunInfo
 
     @property
     def n_prompts(self) -> int:
@@ -89,7 +91,7 @@ def load_router_data(cfg: TrainConfig) -> RouterData:
     """Load the outcome table, restrict it to the spec's tiers (in tier order) and build the targets."""
     from aco_bert.data.registry import load_outcomes
     from aco_bert.data.splits import subsample
-    from aco_bert.spec import RouterSpec
+    from aco_bert.spec import RouterSpec, Tier
 
     table = load_outcomes(cfg.dataset, data_dir=cfg.data_dir, **cfg.dataset_options)
     if cfg.spec:
@@ -97,6 +99,8 @@ def load_router_data(cfg: TrainConfig) -> RouterData:
         models, spec_name = spec.models, spec.name
     else:
         models, spec_name = _default_tier_order(table), None
+        spec = RouterSpec(name=cfg.run_name, tiers=[Tier(model=m) for m in models], dataset=str(cfg.dataset),
+                          description="every model of the dataset, cheapest first by mean cost")
     m = table.matrix(models)
     idx = np.arange(m.n_prompts)
     if cfg.max_prompts is not None and cfg.max_prompts < m.n_prompts:
@@ -122,7 +126,15 @@ def load_router_data(cfg: TrainConfig) -> RouterData:
                        unobserved)
     return RouterData(dataset=str(cfg.dataset), spec=spec_name, prompt_ids=list(m.prompt_ids), texts=list(m.prompts),
                       models=list(models), targets=targets, cost=m.cost.astype(np.float32), aux=aux,
-                      aux_labels=aux_labels, meta=m.meta, notes=notes)
+                      aux_labels=aux_labels, meta=m.meta, notes=notes, router_spec=spec.to_dict())
+
+
+def run_info(cfg: TrainConfig, data: RouterData) -> RunInfo:
+    """The run's contract for later stages: the whole spec and an absolute dataset reference (any directory)."""
+    mode = "kfold" if cfg.kfold else "holdout" if cfg.holdout else "single"
+    return RunInfo(dataset=DatasetRef.make(cfg.dataset, cfg.data_dir, cfg.dataset_options), spec=data.router_spec,
+                   models=list(data.models), prompt_ids=list(data.prompt_ids), mode=mode, kfold=int(cfg.kfold),
+                   max_prompts=cfg.max_prompts, seed=int(cfg.seed))
 
 
 def model_config_for(cfg: TrainConfig, data: RouterData) -> RouterModelConfig:
@@ -776,6 +788,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
 
         save_config(cfg, out / "train_config.yaml")
     data = load_router_data(cfg)
+    if accelerator.is_main_process:
+        run_info(cfg, data).save(out)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.encoder)
     pad_id = pad_token_id(tokenizer)
     t0 = time.perf_counter()
