@@ -11,10 +11,11 @@ import sys
 
 VERBS: dict[str, tuple[str, str]] = {
     "data": ("aco_bert.data.describe", "inspect an outcome dataset: `aco-bert data describe --dataset NAME`"),
-    "evaluate": ("aco_bert.evaluate", "replay routing policies offline against real outcomes"),
+    "evaluate": ("aco_bert.evaluate", "replay reference routing policies offline against real outcomes"),
     "train": ("aco_bert.train", "train the multi-head router (also `accelerate launch -m aco_bert.train`)"),
-    "stack": ("aco_bert.stack", "fit stacker, calibrators and cost model on out-of-fold predictions"),
+    "stack": ("aco_bert.stack", "fit the decision layer (stacker or heads, calibration, cost, tau) on out-of-fold outputs"),
     "export": ("aco_bert.export.build", "export a trained router to an ONNX bundle"),
+    "report": ("aco_bert.report", "nested cross-validated router report next to the baselines (--json)"),
     "serve": ("aco_bert.serve", "serve a bundle over HTTP (torch-free)"),
     "score": ("aco_bert.score.scorer", "batch-score a dataset with a bundle"),
     "demo": ("aco_bert.demo", "the main job end to end: train, stack, export, score, report"),

@@ -58,7 +58,12 @@ def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "config") -> T
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(names)}")
-    kwargs = {k: _coerce(hints[k], v) for k, v in data.items()}
+    kwargs = {}
+    for k, v in data.items():
+        try:
+            kwargs[k] = _coerce(hints[k], v)
+        except (TypeError, ValueError) as e:  # `--workers two`: say which key, not just int()'s complaint
+            raise ValueError(f"{where}: {k}={v!r}: {e}") from e
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:  # a missing required field or a __post_init__ check: say where
@@ -75,7 +80,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping at top level")
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return from_dict(cls, data, where=str(path or "config"))
+    return from_dict(cls, data, where=str(path) if path else "arguments")
 
 
 def parse_overrides(argv: list[str]) -> dict[str, Any]:
@@ -146,6 +151,18 @@ def _type_name(tp: Any) -> str:
     return s.replace("typing.", "")
 
 
+def _one_line_parser():
+    import argparse
+
+    class OneLineErrors(argparse.ArgumentParser):
+        """argparse that raises :class:`CliError` (one line) instead of printing usage and exiting."""
+
+        def error(self, message: str):  # type: ignore[override]
+            raise CliError(f"{self.prog}: {message} (see --help)")
+
+    return OneLineErrors
+
+
 def build_parser(cls: type, prog: str, description: str = "", *, config_file: bool = True,
                  required: tuple[str, ...] = ()):
     """An ``argparse`` parser whose flags are ``cls``'s fields: ``--field_name`` (and ``--field-name``).
@@ -156,8 +173,7 @@ def build_parser(cls: type, prog: str, description: str = "", *, config_file: bo
     """
     import argparse
 
-    ap = argparse.ArgumentParser(prog=prog, description=description,
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = _one_line_parser()(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     if config_file:
         ap.add_argument("--config", default=None, help="YAML file with any of the fields below (flags override it)")
     hints = typing.get_type_hints(cls)
@@ -194,12 +210,7 @@ def parse_config(cls: type[T], argv: list[str] | None, prog: str, description: s
     import sys
 
     ap = build_parser(cls, prog, description, config_file=config_file, required=required)
-    try:
-        ns = vars(ap.parse_args(sys.argv[1:] if argv is None else argv))
-    except SystemExit as e:
-        if e.code == 0:
-            raise
-        raise CliError(f"{prog}: bad arguments (see --help)") from None
+    ns = vars(ap.parse_args(sys.argv[1:] if argv is None else argv))
     path = ns.pop("config", None)
     hints = typing.get_type_hints(cls)
     values = {k: (v if _is_text(hints[k]) or not isinstance(v, str) or v == "" else yaml.safe_load(v))

@@ -13,14 +13,13 @@ with a defined AUC. A tier whose labels are one class prints "nan" (AUC undefine
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 
+from aco_bert.artifacts.jsonio import write_json
 from aco_bert.evaluation.metrics.core import mean_auc, per_tier_auc
 from aco_bert.evaluation.tfidf import TfidfLR, TfidfLRConfig, oof_predict
 from aco_bert.config import load_config, parse_overrides
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(res)
         results.append(res)
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": asdict(cfg), "results": results}, indent=2))
+        write_json(args.json, {"config": asdict(cfg), "results": results})  # strict JSON: an undefined AUC is null
     return 0
 
 

@@ -52,7 +52,7 @@ class TorchRouter:
     def __init__(self, router, model_dir: str, threads: int):
         import torch
 
-        from aco_bert.export.build import torch_outputs
+        from aco_bert.export.parity import torch_outputs
         from aco_bert.model.modeling import RouterModel
 
         torch.set_num_threads(threads)

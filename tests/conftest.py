@@ -29,18 +29,21 @@ def swebench(data_dir):
 
 # --- the real tiny router bundle (aco_bert.testing.build_test_bundle): train -> stack -> export, ~30 s ---------
 
-_BUNDLE_SOURCES = ("aco_bert/bundle.py", "aco_bert/export.py", "aco_bert/runtime.py", "aco_bert/testing.py",
-                   "aco_bert/modeling.py", "aco_bert/train.py", "aco_bert/training_args.py", "aco_bert/stacking.py",
-                   "aco_bert/calibration.py", "aco_bert/cost_model.py", "aco_bert/cascade.py", "aco_bert/features.py",
-                   "aco_bert/tokenization.py", "aco_bert/routing.py", "aco_bert/stack.py", "aco_bert/router_eval.py",
-                   "aco_bert/policies.py", "aco_bert/conformal.py", "configs/tiny-test.yaml")
+# Every package file that shapes the tiny bundle (hashed: the cached bundle rebuilds when one of them changes).
+_BUNDLE_SOURCE_GLOBS = ("aco_bert/**/*.py", "configs/tiny-test.yaml", "aco_bert/specs/*.yaml")
+
+
+def _bundle_sources() -> list[str]:
+    skip = ("aco_bert/serve/", "aco_bert/score/", "aco_bert/evaluation/metrics/")
+    out = {p.relative_to(REPO).as_posix() for g in _BUNDLE_SOURCE_GLOBS for p in REPO.glob(g)}
+    return sorted(r for r in out if not r.startswith(skip))
 
 
 def _bundle_source_key() -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for rel in _BUNDLE_SOURCES:
+    for rel in _bundle_sources():
         p = REPO / rel
         h.update(rel.encode() + b"\0" + (p.read_bytes() if p.exists() else b"") + b"\0")
     return h.hexdigest()

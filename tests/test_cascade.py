@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from aco_bert.decision.verifier import Cascade, Verifier, VerifierConfig, cross_fit_verifier, trace_arrays
-from aco_bert.policies.base import FixedTier, RoutingContext, Threshold
+from aco_bert.decision.verifier import Verifier, VerifierConfig, cross_fit_verifier, trace_arrays
+from aco_bert.policies import Cascade, FixedTier, RoutingContext, Threshold
 from aco_bert.data.splits import kfold
 
 MODELS = ["DeepSeek V3.2 Reasoner", "GPT-5 (2025-08-07) (medium reasoning)", "Gemini 3 Pro Preview (2025-11-18)",

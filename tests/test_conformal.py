@@ -13,7 +13,7 @@ from aco_bert.decision.conformal import (
     naive_tau,
     policy_outcomes,
 )
-from aco_bert.policies.base import RoutingContext, Threshold
+from aco_bert.policies import RoutingContext, Threshold
 
 TAUS = tuple(np.round(np.linspace(0.95, 0.05, 37), 4))
 

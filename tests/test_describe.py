@@ -98,3 +98,21 @@ def test_cli(data_dir, capsys):
     assert main(["--dataset", "routerbench", "--data-dir", str(data_dir), "--split", "test"]) == 0
     out = capsys.readouterr().out
     assert "routerbench: 952 prompts x 11 models" in out
+
+
+def test_cli_errors_are_one_line(data_dir, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    assert "--data-dir" in capsys.readouterr().out  # the flags are DescribeConfig's fields, dashes accepted
+    for argv, msg in ([["--dataset", "swebench-verified", "--data-dir", str(data_dir), "--split", "test"],
+                       "swebench-verified: "],
+                      [["--dataset", "no-such-dataset", "--data-dir", str(data_dir)], "unknown dataset 'no-such-dataset'"],
+                      [["--dataset", "swebench-verified", "--data-dir", str(data_dir), "--spec", "nope"],
+                       "no router spec 'nope'"],
+                      [["--dataset", "swebench-verified", "--threshold", "high"], "threshold"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("aco-bert data describe: ") and msg in err, err
+    assert main([]) == 2  # --dataset is required
+    assert "required: --dataset" in capsys.readouterr().err

@@ -1,9 +1,11 @@
 """ONNX export on the real tiny run: the bundle it writes, the parity it proves, and the gates that reject.
 
-What must hold: the manifest hashes every file and records versions, fused attention, parity and validation
-metrics; the ONNX graph has dynamic batch and sequence axes; the runtime's decisions equal the torch pipeline's
-on >= 99 % of real prompts the model never saw (fp32) and int8 stays within |dp| <= 0.03 and 0.5 AUC points; a
-failed gate writes nothing; there is no pickle anywhere in a bundle.
+What must hold: the ONNX graph is the training forward (every output, the cost head included, equals
+``RouterModel.forward``); the manifest hashes every file and records versions, fused attention, parity and
+validation metrics; the graph has dynamic batch and sequence axes; the runtime's decisions equal the torch
+pipeline's on >= 99 % of real prompts the model never saw (fp32) and int8 stays within |dp| <= 0.03 and 0.5 AUC
+points; a failed gate writes nothing; the exporter reads only the stack stage's contract and fits nothing; there
+is no pickle anywhere in a bundle.
 """
 
 from __future__ import annotations
@@ -15,9 +17,17 @@ import numpy as np
 import pytest
 
 from aco_bert.artifacts import bundle as B
-from aco_bert.types import BundleError
-from aco_bert.export.build import ExportConfig, ExportError, export, main, resolve_model_dir, torch_outputs
+from aco_bert.artifacts.layout import RunInfo, StackInfo
+from aco_bert.export import ExportConfig, ExportError, export
+from aco_bert.export.build import main, resolve_model_dir
+from aco_bert.export.int8 import down_projections, quantize_int8, smooth_matmuls
+from aco_bert.export.onnx import export_onnx, optimize_onnx
+from aco_bert.export.parity import auc_per_tier, calibration_texts, torch_outputs, validation_slice
 from aco_bert.runtime import Router
+from aco_bert.types import BundleError
+
+TINY = {"model_type": "distilbert", "vocab_size": 30522, "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64,
+        "max_position_embeddings": 128}
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +41,52 @@ def run_dir(tiny_bundle, manifest) -> Path:
 
 
 @pytest.fixture(scope="module")
+def heads_stack(tiny_heads_bundle) -> Path:
+    """The stack dir of the same run fitted in heads mode (``stack --mode heads``)."""
+    return Path(json.loads((tiny_heads_bundle / B.MANIFEST).read_text())["source"]["stack"])
+
+
+@pytest.fixture(scope="module")
 def unseen(swebench, run_dir, manifest):
     """Real prompts + labels the exported model never trained on."""
-    trained = set(json.loads((run_dir / "oof_meta.json").read_text())["prompt_ids"])
+    trained = set(RunInfo.load(run_dir).prompt_ids)
     m = swebench.matrix(manifest["models"])
     idx = [i for i, p in enumerate(m.prompt_ids) if p not in trained][:150]
     return [m.prompts[i] for i in idx], np.asarray(m.success, float)[idx]
+
+
+def test_onnx_outputs_are_the_training_forward_including_the_normalised_cost_head(swebench, tmp_path):
+    """Regression: with ``normalize: true`` the exported ``cost`` skipped the L2 normalisation the cost head was
+    trained on (max |d| ~0.02 on this model) and the parity reference, built on the same wrapper, agreed with it.
+    Now the graph is traced from ``RouterModel.forward``: every output equals the training forward, raw and
+    ORT-optimised, and the parity reference (:func:`torch_outputs`) is that forward too."""
+    import onnx
+    import torch
+
+    from aco_bert.model.modeling import RouterModel, RouterModelConfig
+    from aco_bert.model.tokenization import encode_batch, load_tokenizer
+
+    torch.manual_seed(0)
+    cfg = RouterModelConfig(models=["a", "b", "c"], encoder="tiny", encoder_config=TINY, tokenizer="minilm",
+                            max_length=64, normalize=True, cost_heads=True, aux_heads={"difficulty": 3},
+                            attn_implementation="eager")
+    model = RouterModel(cfg).eval()
+    feed = encode_batch(load_tokenizer("minilm"), swebench.matrix().prompts[:8], 64)  # padded: the mask path too
+    with torch.no_grad():
+        ref = model(**{k: torch.from_numpy(v) for k, v in feed.items()})
+        raw_pooled_cost = model.cost_head(ref.pooled)  # what the old export computed
+    assert float((raw_pooled_cost - ref.cost).abs().max()) > 1e-3  # the bug this test would catch is visible here
+    export_onnx(model, tmp_path / "raw.onnx")
+    optimize_onnx(tmp_path / "raw.onnx", tmp_path / "m.onnx", model.encoder.config)
+    g = onnx.load(str(tmp_path / "raw.onnx")).graph
+    assert [o.name for o in g.output] == ["logits", "pooled", "cost"]
+    assert not [i.name for i in g.initializer if "aux" in i.name]  # training-only heads are pruned
+    tout = torch_outputs(model, feed)
+    for name in ("raw.onnx", "m.onnx"):
+        got = dict(zip(["logits", "pooled", "cost"], _run(tmp_path / name, feed)))
+        for k in ("logits", "pooled", "cost"):
+            np.testing.assert_allclose(got[k], getattr(ref, k).numpy(), atol=1e-5, rtol=0, err_msg=f"{name}:{k}")
+            np.testing.assert_array_equal(tout[k], getattr(ref, k).numpy())
 
 
 def test_manifest_hashes_every_file_and_records_versions_parity_and_fusion(tiny_bundle, manifest):
@@ -55,6 +105,7 @@ def test_manifest_hashes_every_file_and_records_versions_parity_and_fusion(tiny_
     par = manifest["parity"]
     assert par["passed"] and par["n_prompts"] >= 128 and par["prompts_in_training"] == 0
     assert par["fp32"]["max_abs_dp"] <= 1e-4 and par["fp32"]["decision_agreement"] >= 0.99
+    assert par["fp32"]["max_abs_d_cost"] <= 1e-4  # the cost output is under the gate too
     assert par["int8"]["max_abs_dp"] <= 0.03 and par["int8"]["max_abs_auc_change"] <= 0.005
     assert len(par["int8"]["head_auc_int8"]) == len(manifest["models"])
     assert manifest["int8"]["per_channel"] is True and manifest["int8"]["scheme"] == par["int8_attempts"][-1]["scheme"]
@@ -115,8 +166,6 @@ def test_runtime_decisions_equal_the_torch_pipeline_on_unseen_real_prompts(tiny_
     dp = np.abs(1 / (1 + np.exp(-np.concatenate(p_torch))) - 1 / (1 + np.exp(-np.concatenate(p_ort)))).max()
     assert dp <= 1e-4
     # and the int8 model keeps the heads' ranking of real outcomes within half an AUC point per tier
-    from aco_bert.export.build import auc_per_tier
-
     r8 = Router.load(tiny_bundle, int8=True, threads=1)
     _, o8 = r8.infer(texts)
     _, o32 = r.infer(texts)
@@ -124,20 +173,20 @@ def test_runtime_decisions_equal_the_torch_pipeline_on_unseen_real_prompts(tiny_
     assert max(abs(x - y) for x, y in zip(a8, a32) if x is not None and y is not None) <= 0.005
 
 
-def test_failed_gate_rejects_the_export_and_writes_nothing(run_dir, data_dir, tmp_path):
+def test_failed_gate_rejects_the_export_and_writes_nothing(run_dir, heads_stack, data_dir, tmp_path):
     out = tmp_path / "rejected"
-    base = dict(checkpoint=str(run_dir), out=str(out), data_dir=str(data_dir), heads_only=True, validation_slice=32,
-                threads=1)
+    base = dict(checkpoint=str(run_dir), out=str(out), stack=str(heads_stack), data_dir=str(data_dir),
+                validation_slice=32, threads=1)
     with pytest.raises(ExportError, match="fp32 vs torch max"):
         export(ExportConfig(**base, fp32_tol=-1.0))  # an impossible gate
     assert not out.exists() and list(tmp_path.iterdir()) == []  # no bundle, no temp leftovers
     with pytest.raises(ExportError, match=r"int8 \(all\).*int8 \(smooth\).*int8 \(ffn_down_fp32\)"):
         export(ExportConfig(**base, int8=True, int8_tol=-1.0))  # every int8 scheme tried, none passes
     assert list(tmp_path.iterdir()) == []
-    # --int8-optional: ship fp32 only, say so in the manifest
-    rc = main(["--checkpoint", str(run_dir), "--out", str(out), "--data-dir", str(data_dir), "--heads-only",
-               "--validation-slice", "32", "--int8", "--int8-optional", "--int8-tol", "-1",
-               "--cascade-accept", "2"])  # accept > 1: the cascade never accepts, still a valid bundle
+    # --int8-optional: ship fp32 only, say so in the manifest (old dashed flag names still work)
+    rc = main(["--checkpoint", str(run_dir), "--out", str(out), "--data-dir", str(data_dir), "--stack",
+               str(heads_stack), "--validation-slice", "32", "--int8", "--int8-optional", "--int8_tol", "-1",
+               "--cascade-accept", "1"])  # accept 1: the cascade accepts only a certain answer
     assert rc == 0
     man = B.verify_bundle(out)
     assert man["mode"] == "heads" and not (out / B.MODEL_INT8).exists() and len(man["parity"]["int8_rejected"]) == 3
@@ -147,20 +196,46 @@ def test_failed_gate_rejects_the_export_and_writes_nothing(run_dir, data_dir, tm
     r = Router.load(out)
     assert not r.int8
     e = r.escalate("fix the flaky test", 1, {"api_calls": 3})
-    assert not e.accept and e.next_tier is not None and e.next_tier > 1
+    assert e.p_success < 1 and not e.accept and e.next_tier is not None and e.next_tier > 1
     assert main(["--checkpoint", str(run_dir), "--out", str(out), "--data-dir", str(data_dir)]) == 1  # exists
+
+
+def test_export_reads_the_stack_contract_and_fits_nothing(run_dir, heads_stack, tiny_heads_bundle, data_dir, tmp_path):
+    """The bundle's decision files are the stack dir's, byte for byte; its routing is the stack's
+    RoutingConfig; explicit knob overrides are applied, a knob the policy lacks is refused."""
+    import yaml
+
+    from aco_bert.policies.config import RoutingConfig
+
+    info = StackInfo.load(heads_stack)
+    for rel in (B.CALIBRATORS, f"{B.COST_MODEL_DIR}/manifest.json"):
+        assert (tiny_heads_bundle / rel).read_bytes() == (heads_stack / rel).read_bytes()
+    ry = yaml.safe_load((tiny_heads_bundle / B.ROUTER_YAML).read_text())
+    assert ry["routing"] == RoutingConfig.from_dict(info.routing).to_dict() and ry["spec"] == info.spec
+    out = tmp_path / "tau"
+    export(ExportConfig(checkpoint=str(run_dir), out=str(out), stack=str(heads_stack), data_dir=str(data_dir),
+                        tau=0.6, validation_slice=8, threads=1))
+    r = RoutingConfig.from_dict(yaml.safe_load((out / B.ROUTER_YAML).read_text())["routing"])
+    assert (r.policy, r.tau, r.guaranteed, r.mode) == ("threshold", 0.6, None, "heads")
+    assert "Router card" in (out / B.MODEL_CARD).read_text()  # the one card writer (export/model_card.py)
+    with pytest.raises(ExportError, match="needs --lam"):
+        export(ExportConfig(checkpoint=str(run_dir), out=str(tmp_path / "y"), stack=str(heads_stack),
+                            data_dir=str(data_dir), policy="utility", validation_slice=8))
+    with pytest.raises(ExportError, match="cascade.accept"):
+        export(ExportConfig(checkpoint=str(run_dir), out=str(tmp_path / "y"), stack=str(heads_stack),
+                            data_dir=str(data_dir), cascade_accept=2.0, validation_slice=8))
+    assert not (tmp_path / "y").exists()
 
 
 def test_export_refuses_inputs_it_cannot_trust(run_dir, data_dir, tmp_path):
     with pytest.raises(ExportError, match="no saved router"):
         resolve_model_dir(tmp_path)
     assert resolve_model_dir(run_dir) == run_dir / "final"
-    with pytest.raises(ExportError, match="--stack"):
+    with pytest.raises(ExportError, match=r"no stack.json.*run python -m aco_bert.stack --run .* \[--mode heads\]"):
         export(ExportConfig(checkpoint=str(run_dir), out=str(tmp_path / "x"), data_dir=str(data_dir),
                             stack=str(tmp_path)))
-    with pytest.raises(ExportError, match="needs --lam"):
-        export(ExportConfig(checkpoint=str(run_dir), out=str(tmp_path / "y"), data_dir=str(data_dir),
-                            heads_only=True, policy="utility", validation_slice=8))
+    assert main(["--checkpoint", str(run_dir), "--out", str(tmp_path / "x"), "--int8_scheme", "bogus"]) == 2
+    assert main(["--checkpoint", str(run_dir), "--out", str(tmp_path / "x"), "--target", "0.7"]) == 2  # stack's job
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -169,7 +244,6 @@ def test_minilm_export_fuses_attention_and_matches_torch(tmp_path):
     """The packaged MiniLM (6 layers, 12 heads, 384 wide) with random heads: all 6 attentions fuse, fp32 parity."""
     import torch
 
-    from aco_bert.export.build import export_onnx, optimize_onnx, quantize_int8
     from aco_bert.model.modeling import RouterModel, RouterModelConfig
 
     torch.manual_seed(0)
@@ -195,13 +269,12 @@ def test_minilm_export_fuses_attention_and_matches_torch(tmp_path):
 def test_int8_schemes_keep_the_ffn_down_projections_in_fp32(run_dir, tmp_path):
     import onnx
 
-    from aco_bert.export.build import _down_projections, export_onnx, optimize_onnx, quantize_int8
     from aco_bert.model.modeling import RouterModel
 
     model = RouterModel.from_pretrained(run_dir / "final", attn_implementation="eager").eval()
     export_onnx(model, tmp_path / "raw.onnx")
     optimize_onnx(tmp_path / "raw.onnx", tmp_path / "m.onnx", model.encoder.config)
-    down = _down_projections(tmp_path / "m.onnx")
+    down = down_projections(tmp_path / "m.onnx")
     assert len(down) == 2 and all("lin2" in n for n in down)  # DistilBERT ffn.lin2: 64 -> 32, one per layer
     for scheme, kept in (("all", set()), ("ffn_down_fp32", set(down))):
         info = quantize_int8(tmp_path / "m.onnx", tmp_path / f"{scheme}.onnx", scheme)
@@ -212,8 +285,6 @@ def test_int8_schemes_keep_the_ffn_down_projections_in_fp32(run_dir, tmp_path):
 
 
 def _onnx_of(model, tmp_path: Path) -> Path:
-    from aco_bert.export.build import export_onnx, optimize_onnx
-
     export_onnx(model, tmp_path / "raw.onnx")
     optimize_onnx(tmp_path / "raw.onnx", tmp_path / "m.onnx", model.encoder.config)
     return tmp_path / "m.onnx"
@@ -240,7 +311,6 @@ def test_smooth_scheme_is_an_exact_fp32_rewrite_with_fp32_outlier_matmuls(run_di
     simulated int8 error, and the outlier MatMuls stay fp32 after quantisation."""
     import onnx
 
-    from aco_bert.export.build import quantize_int8, smooth_matmuls
     from aco_bert.model.modeling import RouterModel
 
     model = RouterModel.from_pretrained(run_dir / "final", attn_implementation="eager").eval()
@@ -260,8 +330,6 @@ def test_smooth_scheme_is_an_exact_fp32_rewrite_with_fp32_outlier_matmuls(run_di
 
 
 def test_calibration_prompts_never_come_from_the_parity_slice(swebench):
-    from aco_bert.export.build import calibration_texts, validation_slice
-
     m = swebench.matrix()
     vs = validation_slice(m, 256, 0, None, m.models, m.models)
     calib = calibration_texts(m, set(vs.prompt_ids), 64, 0)
@@ -276,7 +344,6 @@ def test_smooth_scheme_cuts_the_int8_error_of_minilm(swebench, tmp_path):
     channels off some MatMuls."""
     import torch
 
-    from aco_bert.export.build import quantize_int8
     from aco_bert.model.modeling import RouterModel, RouterModelConfig
 
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ import torch
 
 from aco_bert.model.losses import (IGNORE_INDEX, LossWeights, RouterLoss, aux_cross_entropy, balanced_pos_weight,
                              masked_bce_with_logits, masked_log_cost_mse)
-from aco_bert.model.modeling import OnnxWrapper, RouterModel, RouterModelConfig
+from aco_bert.model.modeling import RouterModel, RouterModelConfig
 from aco_bert.model.tokenization import encode_batch, encode_ids, load_tokenizer, pad_token_id, truncate_ids
 
 TINY = {"model_type": "distilbert", "vocab_size": 30522, "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64,
@@ -84,15 +84,17 @@ def test_encode_batch_pads_dynamically(tok, texts):
     assert encode_batch(tok2, texts[:1], 64)["input_ids"].tolist() == encode_batch(tok, texts[:1], 64)["input_ids"].tolist()
 
 
-def test_forward_shapes_and_export_forward(tok, texts):
+def test_forward_shapes_and_the_one_forward_path(tok, texts):
     torch.manual_seed(0)
     model = RouterModel(tiny_config()).eval()
     b = {k: torch.from_numpy(v) for k, v in encode_batch(tok, texts, 64).items()}
     out = model(**b)
     assert out.logits.shape == (len(texts), 4) and out.pooled.shape == (len(texts), 32)
     assert out.cost.shape == (len(texts), 4) and out.aux["difficulty"].shape == (len(texts), 4)
-    logits, pooled = OnnxWrapper(model)(b["input_ids"], b["attention_mask"])
-    assert torch.equal(logits, out.logits) and torch.equal(pooled, out.pooled)
+    assert not hasattr(model, "export_forward")  # one forward: export and parity call forward/heads too
+    split = model.heads(model.encode(b["input_ids"], b["attention_mask"]))
+    for k in ("logits", "pooled", "cost"):
+        assert torch.equal(getattr(split, k), getattr(out, k)), k
     # heads on precomputed pooled embeddings (frozen-encoder training) give the same logits
     assert torch.equal(model(pooled=out.pooled).logits, out.logits)
     # mean pooling ignores padding: a prompt alone equals the same prompt in a padded batch
@@ -267,3 +269,20 @@ def test_encoder_layers_validation_and_random_encoders():
         RouterModel(RouterModelConfig(models=["a"], encoder="minilm", encoder_layers=7))
     one = RouterModel(tiny_config(encoder_layers=1))  # DistilBERT's n_layers through the same attribute
     assert one.encoder.config.n_layers == 1 and len(one.encoder.transformer.layer) == 1
+
+
+def test_every_head_reads_the_normalised_embedding(tok, texts):
+    """``normalize: true``: success, cost and aux heads all see the L2-normalised pooled embedding (scaling the
+    embedding changes none of them), while ``pooled`` stays raw -- the input the exported graph must match."""
+    torch.manual_seed(4)
+    model = RouterModel(tiny_config(normalize=True)).eval()
+    b = {k: torch.from_numpy(v) for k, v in encode_batch(tok, texts, 64).items()}
+    with torch.no_grad():
+        out = model(**b)
+        scaled = model(pooled=out.pooled * 5.0)
+        unit = torch.nn.functional.normalize(out.pooled, dim=-1)
+        torch.testing.assert_close(out.cost, model.cost_head(unit))
+        assert not torch.allclose(out.cost, model.cost_head(out.pooled), atol=1e-4)
+    for k in ("logits", "cost"):
+        torch.testing.assert_close(getattr(scaled, k), getattr(out, k))
+    torch.testing.assert_close(scaled.aux["difficulty"], out.aux["difficulty"])

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from aco_bert.data.schema import OutcomeMatrix
-from aco_bert.policies.base import FixedTier, Random, RoutingContext, Threshold, Utility
+from aco_bert.policies import FixedTier, Random, RoutingContext, Threshold, Utility
 from aco_bert.evaluation.replay import (
     evaluate_policies,
     evaluate_policy,
@@ -189,7 +189,8 @@ def test_cli_writes_table_json_and_png(data_dir, tmp_path, capsys):
 
 
 def test_cli_spec_floors(data_dir, tmp_path):
-    from aco_bert.evaluate import main, spec_min_tier
+    from aco_bert.evaluate import main
+    from aco_bert.evaluation.reference import spec_min_tier
 
     spec = {"name": "swe3", "frontier": OPUS, "floors": {"django/django": 2},
             "tiers": [{"model": DEEPSEEK}, {"model": GEMINI3}, {"model": OPUS}]}
@@ -212,3 +213,11 @@ def test_cli_spec_floors(data_dir, tmp_path):
     m = load_outcomes("swebench-verified", data_dir=data_dir).matrix()
     mt = spec_min_tier(RouterSpec.load(path), m)
     assert (mt == 1).sum() == n_django and set(mt.tolist()) == {0, 1}
+
+
+def test_cli_reports_bad_flags_in_one_line(data_dir, capsys):
+    from aco_bert.evaluate import main
+
+    assert main(["--dataset", "swebench-verified", "--data-dir", str(data_dir), "--models", "spec"]) == 2
+    assert "--models spec needs --spec" in capsys.readouterr().err
+    assert main(["--data-dir", str(data_dir)]) == 2  # --dataset is required

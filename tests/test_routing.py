@@ -10,8 +10,8 @@ from hypothesis.extra.numpy import arrays
 
 from aco_bert.data.schema import STEP_TYPES
 from aco_bert.signals.handcrafted import DOMAIN_TERMS
-from aco_bert.policies.base import Budget, FixedTier, RoutingContext, Random, Threshold, Utility
-from aco_bert.policies.floors import PerStep, StepContext, TargetSuccess, build_context, floors_for
+from aco_bert.policies import (Budget, FixedTier, PerStep, Random, RoutingContext, StepContext, TargetSuccess,
+                               Threshold, Utility, build_context, floors_for)
 from aco_bert.spec import RouterSpec, Tier
 
 SPEC = RouterSpec(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -196,7 +197,7 @@ def test_escalate_uses_the_verifier_on_real_traces(tiny_bundle, swebench):
     m = swebench.matrix(router.spec.models)
     tr = trace_arrays(m)
     v = router.layer.verifier
-    assert v is not None and router.layer.cascade["accept"] == router.config["routing"]["cascade"]["accept"]
+    assert v is not None and router.layer.cascade.accept == router.config["routing"]["cascade"]["accept"]
     runs = [(i, t) for i in range(200, 212) for t in range(router.spec.n_tiers)]
     sig = {(i, t): {"api_calls": float(tr["api_calls"][i, t]), "cost": float(tr["cost"][i, t])} for i, t in runs}
     scores = {}
@@ -209,7 +210,7 @@ def test_escalate_uses_the_verifier_on_real_traces(tiny_bundle, swebench):
         assert e.p_success == pytest.approx(float(want), abs=1e-6)
         scores[i, t] = e.p_success
     # accept/escalate follows the accept threshold; set it mid-way so both branches run on these real traces
-    router.layer.cascade["accept"] = accept = float(np.median(list(scores.values())))
+    router.layer.cascade.accept = accept = float(np.median(list(scores.values())))
     seen = set()
     for i, t in runs:
         e = router.escalate(m.prompts[i], t + 1, sig[i, t])
@@ -245,24 +246,73 @@ def test_heads_mode_escalates_on_the_prior_and_says_so(heads_router):
 # --- the two modes -------------------------------------------------------------------------------------------
 
 
-def test_fast_tree_path_equals_the_library_predictions(router, texts):
-    """The runtime evaluates the stacker/cost/verifier trees in numpy (TreeEnsemble); XGBoost is the reference."""
+def _dmatrix_predictions(layer, out, feats):
+    """Stacker / cost model / verifier predictions as the models computed them before the numpy trees: XGBoost's
+    own ``Booster.predict`` on a DMatrix of the models' design matrices (the reference)."""
+    import xgboost as xgb
+
+    from aco_bert.decision.cost_model import EPS
+    from aco_bert.decision.cost_model import design_matrix as cost_design
+    from aco_bert.decision.stacker import StackInputs, design_matrix
+
+    st, cm, v = layer.stacker, layer.cost_model, layer.verifier
+    d = xgb.DMatrix(design_matrix(StackInputs(logits=out["logits"], embeddings=out["pooled"], features=feats),
+                                  st.cfg, st.pca))
+    stack = np.empty((len(feats), st.n_tiers))
+    for t, b in enumerate(st.boosters):
+        stack[:, t] = st.base_rate[t] if b is None else b.predict(d)
+    cl = cm.layout
+    d = xgb.DMatrix(cost_design(feats if cl["features"] else None, out["pooled"] if cl["pca"] else None,
+                                layer.cost_heads(out) if cl["heads"] else None, cm.pca))
+    cost = np.tile(cm.mean, (len(feats), 1)).astype(float)
+    for t, b in enumerate(cm.boosters):
+        if b is not None:
+            cost[:, t] = np.maximum(np.exp(b.predict(d)) * cm.smear[t] - EPS, 0.0)
+    tiers = np.arange(len(feats)) % st.n_tiers
+    traces = {"api_calls": np.linspace(0, 90, len(feats)), "cost": np.linspace(0.01, 2, len(feats))}
+    rows = v.design_matrix(tiers, traces, feats, stack[np.arange(len(feats)), tiers])
+    return stack, cost, (tiers, traces, v.booster.predict(xgb.DMatrix(rows)))
+
+
+def test_fast_tree_path_equals_the_library_predictions(router, texts, tiny_bundle, monkeypatch):
+    """The runtime calls the models' own predict; those evaluate the trees in numpy (TreeEnsemble), within float
+    rounding of XGBoost's DMatrix predictions, and with the numpy trees off they give XGBoost's numbers exactly."""
     from aco_bert.signals.handcrafted import featurize
     from aco_bert.decision.stacker import StackInputs
 
     enc, out = router.infer(texts[:20])
     feats = featurize(texts[:20])
     lay = router.layer
-    assert lay.stack_forest is not None and lay.cost_forest is not None and lay.verifier_forest is not None
-    want = lay.stacker.predict(StackInputs(logits=out["logits"], embeddings=out["pooled"], features=feats))
-    np.testing.assert_allclose(lay.raw_scores(out, feats), want, rtol=1e-6, atol=1e-7)
-    cm = lay.cost_model
-    cl = cm.layout
+    assert all(m.fast_trees() is not None for m in (lay.stacker, lay.cost_model, lay.verifier))
+    got = lay.stacker.predict(StackInputs(logits=out["logits"], embeddings=out["pooled"], features=feats))
+    np.testing.assert_array_equal(lay.raw_scores(out, feats), got)  # the runtime's scores are Stacker.predict's
+    cm, cl = lay.cost_model, lay.cost_model.layout
     assert cl["heads"] == 5  # the stacking stage feeds the neural cost heads (USD) to the cost model
-    want_cost = cm.predict(n=20, features=feats if cl["features"] else None,
-                           embeddings=out["pooled"] if cl["pca"] else None,
-                           heads=np.clip(np.expm1(out["cost"].astype(float)), 0, None))
-    np.testing.assert_allclose(lay.expected_cost(out, feats), want_cost, rtol=1e-5)
+    got_cost = cm.predict(n=20, features=feats if cl["features"] else None,
+                          embeddings=out["pooled"] if cl["pca"] else None,
+                          heads=np.clip(np.expm1(out["cost"].astype(float)), 0, None))
+    np.testing.assert_array_equal(lay.expected_cost(out, feats), got_cost)
+    stack, cost, (tiers, traces, ver) = _dmatrix_predictions(lay, out, feats)
+    prior = stack[np.arange(20), tiers]
+    np.testing.assert_allclose(got, stack, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got_cost, cost, rtol=1e-5)
+    np.testing.assert_allclose(lay.verifier.predict_runs(tiers, traces, feats, prior), ver, rtol=1e-6, atol=1e-7)
+    assert not np.array_equal(got, stack)  # really two code paths (float64 trees vs XGBoost's float32)
+    monkeypatch.setenv("ACO_BERT_NO_FAST_TREES", "1")
+    slow = Router.load(tiny_bundle, threads=1).layer
+    assert all(m.fast_trees() is None for m in (slow.stacker, slow.cost_model, slow.verifier))
+    np.testing.assert_array_equal(slow.raw_scores(out, feats), stack)
+    np.testing.assert_array_equal(slow.expected_cost(out, feats), cost)
+    np.testing.assert_array_equal(slow.verifier.predict_runs(tiers, traces, feats, prior), ver)
+
+
+def test_a_stacker_that_does_not_fit_the_model_is_a_bundle_error(router, texts):
+    from aco_bert.signals.handcrafted import featurize
+
+    _, out = router.infer(texts[:2])
+    bad = dict(out, logits=out["logits"][:, :3])
+    with pytest.raises(BundleError, match=r"stacker expects logits of width 5.*the model gives logits \(2, 3\)"):
+        router.layer.raw_scores(bad, featurize(texts[:2]))
 
 
 def test_heads_mode_is_calibrated_head_sigmoid_and_mean_cost(heads_router, tiny_heads_bundle, texts, swebench):
@@ -333,6 +383,20 @@ def test_missing_unlisted_and_unmanifested_files_are_refused(tiny_bundle, tmp_pa
         Router.load(tmp_path / "nope")
 
 
+def test_a_bad_routing_section_is_a_bundle_error_naming_the_file(tiny_bundle, tmp_path):
+    import yaml
+
+    b = _copy(tiny_bundle, tmp_path)
+    y = b / B.ROUTER_YAML
+    config = yaml.safe_load(y.read_text())
+    for bad, match in [({"policy": "cheapest"}, "unknown routing policy 'cheapest'"),
+                       ({"cascade": {"accept": 3}}, r"\.cascade: cascade\.accept 3\.0 not in"),
+                       ({"mode": "stacked", "per_step": {"edit": {"policy": "utility"}}}, "needs lam")]:
+        y.write_text(yaml.safe_dump({**config, "routing": {**config["routing"], **bad}}))
+        with pytest.raises(BundleError, match=re.escape(f"{b / B.ROUTER_YAML}:routing") + ".*" + match):
+            Router.load(b, verify=False)
+
+
 def test_model_card_hook_keeps_the_bundle_verifiable(tiny_bundle, tmp_path):
     b = _copy(tiny_bundle, tmp_path)
     B.write_model_card(b, text="# Router card\n\nGenerated.\n")
@@ -343,7 +407,7 @@ def test_model_card_hook_keeps_the_bundle_verifiable(tiny_bundle, tmp_path):
 
 
 def test_tree_ensemble_matches_xgboost_on_missing_values_and_exact_thresholds(router):
-    from aco_bert.runtime.router import TreeEnsemble
+    from aco_bert.decision.trees import TreeEnsemble
 
     boosters = [b for b in router.layer.stacker.boosters if b is not None]
     te = TreeEnsemble(boosters, boosters[0].num_features())

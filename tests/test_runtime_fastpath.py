@@ -6,7 +6,9 @@
 - features: :func:`aco_bert.signals.handcrafted.featurize` == the previous implementation (kept below as the reference),
   bit for bit;
 - calibration: the all-tiers-at-once interpolation == ``np.interp`` tier by tier, bit for bit;
-- decision layer: floors from the feature matrix == floors from :func:`detect_domains`.
+- decision layer: floors from the feature matrix == floors from :func:`detect_domains`;
+- trees: :class:`aco_bert.decision.trees.TreeEnsemble` == its previous implementation, chunked == whole; the
+  cost model's all-tiers-at-once expression == tier by tier.
 """
 
 from __future__ import annotations
@@ -380,10 +382,12 @@ def _probe_rows(n_features: int, n: int = 3000) -> np.ndarray:
 def test_tree_ensemble_equals_its_previous_implementation(tiny_bundle):
     import xgboost as xgb
 
-    from aco_bert.runtime.router import Router, TreeEnsemble
+    from aco_bert.decision.trees import TreeEnsemble
+    from aco_bert.runtime import Router
 
     layer = Router.load(tiny_bundle, threads=1).layer
-    forests = [f for f in (layer.stack_forest, layer.cost_forest, layer.verifier_forest) if f is not None]
+    forests = [m.fast_trees() for m in (layer.stacker, layer.cost_model, layer.verifier)]
+    forests = [f for f in forests if f is not None]
     assert len(forests) == 3
     rng = np.random.default_rng(5)
     x = rng.standard_normal((300, 40)).astype(np.float32)
@@ -399,8 +403,20 @@ def test_tree_ensemble_equals_its_previous_implementation(tiny_bundle):
             np.testing.assert_array_equal(te.margins(part), _old_margins(te, part))
 
 
+def test_tree_ensemble_rows_are_independent_so_chunking_changes_nothing(tiny_bundle, monkeypatch):
+    """Big offline batches are descended in row chunks (bounded memory): the same numbers as one pass."""
+    from aco_bert.decision import trees
+    from aco_bert.runtime import Router
+
+    te = Router.load(tiny_bundle, threads=1).layer.stacker.fast_trees()
+    rows = _probe_rows(te.n_features, 1000)
+    whole = te.predict(rows)
+    monkeypatch.setattr(trees, "CHUNK_NODES", te.n_trees * 7)  # 7 rows per chunk, the last one shorter
+    np.testing.assert_array_equal(te.predict(rows), whole)
+
+
 def test_expected_cost_equals_tier_by_tier(tiny_bundle, real_texts):
-    from aco_bert.decision.cost_model import EPS, _design
+    from aco_bert.decision.cost_model import EPS, design_matrix
     from aco_bert.runtime import Router
 
     router = Router.load(tiny_bundle, threads=1)
@@ -409,11 +425,83 @@ def test_expected_cost_equals_tier_by_tier(tiny_bundle, real_texts):
     _, outputs = router.infer(texts)
     feats = F.featurize(texts)
     cm, lay = layer.cost_model, layer.cost_model.layout
-    heads = layer._cost_heads(outputs) if lay.get("heads") else None
-    x = _design(feats if lay.get("features") else None, outputs["pooled"] if lay.get("pca") else None, heads, cm.pca)
+    heads = layer.cost_heads(outputs) if lay.get("heads") else None
+    x = design_matrix(feats if lay.get("features") else None, outputs["pooled"] if lay.get("pca") else None, heads,
+                      cm.pca)
     want = np.tile(cm.mean, (len(texts), 1)).astype(float)
-    fast = layer.cost_forest.predict(x)
+    fast = cm.fast_trees().predict(x)
     for k, t in enumerate([t for t, b in enumerate(cm.boosters) if b is not None]):
         want[:, t] = np.maximum(np.exp(fast[:, k]) * cm.smear[t] - EPS, 0.0)
     np.testing.assert_array_equal(layer.expected_cost(outputs, feats), want)
-    # (both against the libraries' own predict: tests/test_runtime.py::test_fast_tree_path_equals_the_library_predictions)
+    # (both against the libraries' own predict:
+    # tests/test_runtime.py::test_fast_tree_path_equals_the_library_predictions)
+
+
+# --- routing policy: the registry's composition == the runtime's previous hand-written dispatch ---------------------
+
+
+def _old_choose(default, per_step, ctx):
+    """DecisionLayer.choose + _policy_reason as they were (request budget > per-step policy > default)."""
+    from aco_bert.policies import Budget
+
+    p = ctx.shape[0]
+    raw = np.asarray(default.choose(ctx), dtype=int)
+    names = [default.name] * p
+    for step, pol in per_step.items():
+        m = np.array([s == step for s in ctx.step_types])
+        if m.any():
+            raw = np.where(m, np.asarray(pol.choose(ctx), dtype=int), raw)
+            for i in np.flatnonzero(m):
+                names[i] = f"{pol.name} ({step})"
+    has_budget = ~np.isnan(ctx.budget)
+    if has_budget.any():
+        raw = np.where(has_budget, np.asarray(Budget(None).choose(ctx), dtype=int), raw)
+        for i in np.flatnonzero(has_budget):
+            names[i] = "budget"
+    reasons = []
+    allowed_all = ctx.allowed()
+    for i in range(p):
+        probs, cost, allowed, r = ctx.probs[i], ctx.exp_cost[i], allowed_all[i], raw[i]
+        name = names[i]
+        if name == "budget":
+            b = float(ctx.budget[i])
+            reasons.append(f"budget ${b:.4g}: highest P(success) among tiers with E[cost] <= budget"
+                           if (allowed & (cost <= b)).any() else
+                           f"budget ${b:.4g}: no allowed tier fits; cheapest allowed tier")
+            continue
+        pol = per_step.get(name.split(" (")[-1].rstrip(")"), default) if "(" in name else default
+        if hasattr(pol, "tau"):
+            tau = float(pol.tau)
+            reasons.append(f"threshold {tau:.3f}: P(success)={probs[r]:.3f} is the cheapest allowed tier >= tau"
+                           if probs[r] >= tau and allowed[r] else
+                           f"threshold {tau:.3f}: no allowed tier reaches tau; highest P(success)={probs[r]:.3f}")
+        elif hasattr(pol, "lam"):
+            reasons.append(f"utility: argmax P(success) - {float(pol.lam):.4g} * E[cost]")
+        else:
+            reasons.append(pol.name)
+    return raw, np.maximum(raw, ctx.min_tier), names, reasons
+
+
+@pytest.mark.parametrize("routing", [
+    {"policy": "target-success", "tau": 0.62, "target": 0.7, "delta": 0.1, "guaranteed": True},
+    {"policy": "utility", "lam": 0.8, "per_step": {"edit": {"policy": "threshold", "tau": 0.5},
+                                                   "plan": {"policy": "utility", "lam": 3.0}}},
+    {"policy": "threshold", "tau": 0.7, "per_step": {"search": {"policy": "target-success", "tau": 0.3}}},
+])
+def test_routing_policy_equals_the_previous_runtime_dispatch(routing):
+    from aco_bert.policies import RoutingConfig, StepContext, from_config, named_policy
+
+    cfg = RoutingConfig.from_dict(routing)
+    rng = np.random.default_rng(7)
+    n, t = 400, 5
+    ctx = StepContext(rng.random((n, t)), np.sort(rng.random((n, t)), axis=1), rng.integers(0, 3, n),
+                      np.where(rng.random(n) < 0.3, rng.choice([0.0, 0.2, 0.5, 3.0], n), np.nan),
+                      step_types=[rng.choice([None, *STEP_TYPES]) for _ in range(n)])
+    old = _old_choose(named_policy(cfg), {k: named_policy(v) for k, v in cfg.per_step.items()}, ctx)
+    pol = from_config(cfg)
+    raw = pol.choose(ctx)
+    np.testing.assert_array_equal(raw, old[0])
+    np.testing.assert_array_equal(pol.decide(ctx), old[1])
+    assert [pol.label(ctx, i) for i in range(n)] == old[2]
+    assert [pol.reason(ctx, i, int(raw[i])) for i in range(n)] == old[3]
+    assert len(set(old[2])) == 2 + len(cfg.per_step)  # default, budget requests and every per-step policy ran

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aco_bert.data.messages import messages_to_text
+from aco_bert.score import ScoreConfig, ScoreError, load_router, main, score_dataset, score_texts
 from aco_bert.score.sources import open_table
-from aco_bert.score.scorer import (ScoreConfig, ScoreError, load_router, main, messages_to_text, score_dataset,
-                            score_texts)
 
 REPO = Path(__file__).resolve().parents[1]
 N_ROWS = 150
@@ -120,12 +120,68 @@ def test_messages_to_text_forms_and_errors():
             messages_to_text(bad)
 
 
-def test_messages_route_like_the_http_service():
+def test_messages_route_like_the_http_service(router):
+    """One chat, one text: the scorer's messages column and the HTTP schemas (/v1/route, the OpenAI proxy) give
+    the same text -- bare-string content parts included (OpenAI allows them; they are text) -- and so the same
+    decision."""
     schemas = pytest.importorskip("aco_bert.serve.schemas")
     chat = [{"role": "system", "content": "Be terse."}, {"role": "tool", "content": None},
-            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+            {"role": "user", "content": [{"type": "text", "text": "a"}, "b", {"type": "image_url", "x": 1}, "c"]}]
     served = schemas.messages_text([schemas.ChatMessage.model_validate(m) for m in chat])
-    assert messages_to_text(chat) == served == "Be terse.\n\na\nb"
+    assert messages_to_text(chat) == served == "Be terse.\n\na\nb\nc"
+    proxied = schemas.ChatCompletionRequest.model_validate({"model": "aco-router", "messages": chat})
+    assert schemas.messages_text(proxied.messages) == served
+    assert schemas.RouteRequest.model_validate({"messages": chat}).text() == served
+    a = score_texts(router, [served])
+    b = _score_messages(router, [json.dumps(chat)])
+    assert a["tier"].iloc[0] == b["tier"].iloc[0] and a["p_success"].iloc[0] == b["p_success"].iloc[0]
+    # a text part without text is malformed in both (not silently routed on less)
+    broken = [{"role": "user", "content": [{"type": "text"}, "x"]}]
+    with pytest.raises(ValueError, match="part 0 has no text"):
+        messages_to_text(broken)
+    with pytest.raises(ValueError, match="part 0 has no text"):
+        schemas.RouteRequest.model_validate({"messages": broken})
+
+
+def _score_messages(router, messages: list[str]) -> pd.DataFrame:
+    """Score chats through the file scorer's row path (the messages column, no text column)."""
+    from aco_bert.score.chunk import score_chunk
+    from aco_bert.score.rows import Columns
+    from aco_bert.score.sources import Chunk
+
+    n = len(messages)
+    chunk = Chunk(0, 0, n, {"prompt": [None] * n, "messages": list(messages)})
+    return score_chunk(router, chunk, Columns("prompt", "messages", None, None, None, None)).table.to_pandas()
+
+
+def test_every_documented_flag_reaches_the_config(monkeypatch, tmp_path, capsys):
+    """The CLI is generated from ScoreConfig: each flag of the old hand-written parser (dashes or underscores)
+    sets its field; --fp32 / --no-progress are kept as spellings of --int8 false / --progress false."""
+    import aco_bert.score.scorer as scorer
+
+    seen: list[ScoreConfig] = []
+    monkeypatch.setattr(scorer, "run", lambda cfg: seen.append(cfg) or 0)
+    argv = ["--bundle", "b", "--input", "in.csv", "--output", "o.jsonl", "--text-column", "q",
+            "--messages-column", "chat", "--step-type-column", "st", "--id-column", "key", "--domain-column", "dom",
+            "--budget-column", "usd", "--split", "test", "--hf-config", "c", "--input-format", "csv",
+            "--chunk-size", "64", "--batch-size", "8", "--workers", "2", "--threads", "1", "--on-error", "stop",
+            "--evaluate", "--format", "jsonl", "--fp32", "--fresh", "--keep-parts", "--no-progress",
+            "--plot", "p.png", "--report-json", "r.json"]
+    assert main(argv) == 0
+    want = ScoreConfig(bundle="b", input="in.csv", output="o.jsonl", text_column="q", messages_column="chat",
+                       step_type_column="st", id_column="key", domain_column="dom", budget_column="usd",
+                       split="test", hf_config="c", input_format="csv", chunk_size=64, batch_size=8, workers=2,
+                       threads=1, on_error="stop", evaluate=True, format="jsonl", int8=False, fresh=True,
+                       keep_parts=True, progress=False, plot="p.png", report_json="r.json")
+    assert seen == [want]
+    assert main(["--bundle", "b", "--input", "i", "--output", "o.parquet", "--int8", "--chunk_size", "7"]) == 0
+    assert seen[-1].int8 is True and seen[-1].chunk_size == 7 and seen[-1].format == "parquet"
+    for bad, why in [(["--on-error", "later"], "on_error"), (["--input-format", "xml"], "input_format"),
+                     (["--workers", "1.5"], "workers"), (["--no-such-flag", "1"], "unrecognized arguments")]:
+        assert main(["--bundle", "b", "--input", "i", "--output", "o.parquet", *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert why in err[-1] and err[-1].startswith("python -m aco_bert.score:")
+    assert len(seen) == 2
 
 
 # --- row counts, formats, malformed rows -----------------------------------------------------------------------
@@ -289,7 +345,7 @@ def test_resume_after_sigkill_of_the_cli(bundle, router, texts, tmp_path):
     score_dataset(_cfg(bundle, inp, full), router=router, log=_quiet)
 
     out = tmp_path / "killed.parquet"
-    cmd = [sys.executable, "-m", "aco_bert.score.scorer", "--bundle", bundle, "--input", str(inp), "--output", str(out),
+    cmd = [sys.executable, "-m", "aco_bert.score", "--bundle", bundle, "--input", str(inp), "--output", str(out),
            "--chunk-size", str(CHUNK), "--no-progress"]
     progress = tmp_path / "killed.parquet.parts" / "progress.json"
     p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

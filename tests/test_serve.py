@@ -191,6 +191,28 @@ def test_route_matches_the_runtime(http, router):
         assert all(0.0 <= t["p_success"] <= 1.0 for t in got["tiers"])
 
 
+def test_bare_string_content_parts_route_as_text_like_the_scorer(http, router, upstream):
+    """OpenAI content may be a list mixing text parts and bare strings: both are text, joined exactly as the batch
+    scorer joins them (one function, aco_bert.data.messages), in /v1/route and in the proxy."""
+    from aco_bert.data.messages import messages_to_text
+
+    head, tail = PROMPTS[1][:len(PROMPTS[1]) // 2], PROMPTS[1][len(PROMPTS[1]) // 2:]
+    msgs = [{"role": "system", "content": ["You are a coding agent.", {"type": "image_url", "image_url": {}}]},
+            {"role": "user", "content": [head, {"type": "text", "text": tail}]}]
+    text = messages_to_text(msgs)
+    assert text == f"You are a coding agent.\n\n{head}\n{tail}"
+    want = router.route(text)
+    r = http.post("/v1/route", json={"messages": msgs})
+    assert r.status_code == 200, r.text
+    assert r.json()["tier"] == want.tier and _close([t["p_success"] for t in r.json()["tiers"]], list(want.probs))
+    r = http.post("/v1/chat/completions", json={"model": "aco-router", "messages": msgs})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-aco-tier"] == str(want.tier)
+    assert upstream.last()["body"]["messages"] == msgs  # forwarded as sent
+    r = http.post("/v1/route", json={"messages": [{"role": "user", "content": [{"type": "text"}, "x"]}]})
+    assert r.status_code == 422 and "part 0 has no text" in r.text
+
+
 def test_route_messages_min_tier_domain_and_budget(http, router):
     msgs = [{"role": "system", "content": "You are a coding agent."},
             {"role": "user", "content": [{"type": "text", "text": PROMPTS[1]}]}]

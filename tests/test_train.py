@@ -4,7 +4,9 @@ writes the stacking contract, frozen-encoder mode caches embeddings, `accelerate
 from __future__ import annotations
 
 import json
+import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +16,10 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
-from aco_bert.config import load_config
-from aco_bert.model.trainer import LengthGroupedBatchSampler, main, tier_metrics, train
+from aco_bert.config import load_config, parse_config
+from aco_bert.model.data import LengthGroupedBatchSampler
+from aco_bert.model.metrics import tier_metrics
+from aco_bert.model.trainer import PROG, main, train
 from aco_bert.model.training_args import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,6 +81,26 @@ def test_tier_metrics_masks_and_matches_sklearn():
     assert m["per_tier_brier"][0] == pytest.approx(np.mean((p - y[10:, 0]) ** 2))
 
 
+def test_metrics_log_keeps_the_records_before_the_state(tmp_path):
+    from aco_bert.model.state import MetricsLog, TrainerState
+
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path, "fold0/")
+    log.start(None)
+    assert not path.exists()  # nothing logged yet: no file
+    for step in (1, 2, 3, 3, 4):  # (3, 3): a step record and the epoch-end record at the same step
+        log.write({"step": step})
+    assert log.n_records == 5 and _log(path)[0] == {"tag": "fold0/", "step": 1}
+    log.start(TrainerState(global_step=3, log_records=3))  # saved before the epoch-end record: cut by count
+    assert [r["step"] for r in _log(path)] == [1, 2, 3] and log.n_records == 3
+    log.write({"step": 3})
+    log.write({"step": 4})
+    log.start(TrainerState(global_step=3))  # a state without the count: cut by step
+    assert [r["step"] for r in _log(path)] == [1, 2, 3, 3]
+    log.start(None)  # a fresh run starts over
+    assert path.read_text() == "" and log.n_records == 0
+
+
 def test_tiny_router_loss_falls(tmp_path, data_dir, spec_path):
     cfg = cfg_for(tmp_path, data_dir, spec_path, max_steps=30, logging_steps=1, val_fraction=0.0, dropout=0.0,
                   learning_rate=3e-3, warmup_ratio=0.0, batch_size=8)
@@ -98,15 +122,23 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, data_dir, spec_path):
     from safetensors.torch import load_file as load_t
 
     common = dict(max_steps=9, save_steps=2, gradient_accumulation_steps=2, val_fraction=0.0, batch_size=4,
-                  dropout=0.2, max_prompts=24)  # 6 steps per epoch: the kill lands mid-epoch 1
+                  dropout=0.2, max_prompts=24, logging_steps=1)  # 3 steps per epoch: the kill lands mid-epoch 1
     full = train(cfg_for(tmp_path / "a", data_dir, spec_path, **common))
-    killed = train(cfg_for(tmp_path / "b", data_dir, spec_path, stop_after_steps=5, **common))
+    killed = train(cfg_for(tmp_path / "b", data_dir, spec_path, stop_after_steps=5, save_total_limit=2, **common))
     assert killed.stopped and killed.global_step == 5
-    states = sorted(p.name for p in (tmp_path / "b" / "run" / "state").iterdir())
-    assert states == ["step_00000005"]  # save_total_limit=1 keeps the newest
+    state_dir = tmp_path / "b" / "run" / "state"
+    assert sorted(p.name for p in state_dir.iterdir()) == ["step_00000004", "step_00000005"]  # the 2 newest
     assert not (tmp_path / "b" / "run" / "result.json").exists()
+    # A real kill lands anywhere: here after step 5 was logged but before its state was written. The resumed run
+    # replays step 5 from the step-4 state and must not log it twice.
+    shutil.rmtree(state_dir / "step_00000005")
+    assert [r["step"] for r in _log(tmp_path / "b" / "run" / "metrics.jsonl")] == [1, 2, 3, 3, 4, 5]  # 3: epoch end
     resumed = train(cfg_for(tmp_path / "b", data_dir, spec_path, resume=True, **common))
     assert resumed.global_step == full.global_step == 9
+    log_a, log_b = _log(tmp_path / "a" / "run" / "metrics.jsonl"), _log(tmp_path / "b" / "run" / "metrics.jsonl")
+    assert [r["step"] for r in log_b] == [r["step"] for r in log_a] == [1, 2, 3, 3, 4, 5, 6, 6, 7, 8, 9, 9]
+    for ra, rb in zip(log_a, log_b):  # one step per record: the resumed run logs what the uninterrupted one did
+        assert ra.keys() == rb.keys() and all(rb[k] == pytest.approx(v, abs=1e-6) for k, v in ra.items())
     wa = load_t(str(tmp_path / "a" / "run" / "best" / "model.safetensors"))
     wb = load_t(str(tmp_path / "b" / "run" / "best" / "model.safetensors"))
     assert wa.keys() == wb.keys()
@@ -118,6 +150,9 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, data_dir, spec_path):
     # --resume on a finished run returns its result instead of training again
     again = train(cfg_for(tmp_path / "b", data_dir, spec_path, resume=True, **common))
     assert again.global_step == 9 and again.model_dir == resumed.model_dir
+    # a fresh run into a used output_dir starts a new log instead of appending to the old one
+    train(cfg_for(tmp_path / "b", data_dir, spec_path, **common))
+    assert [r["step"] for r in _log(tmp_path / "b" / "run" / "metrics.jsonl")] == [r["step"] for r in log_a]
 
 
 def test_kfold_writes_the_stacking_contract(tmp_path, data_dir, spec_path):
@@ -188,7 +223,7 @@ def test_accelerate_launch_smoke(tmp_path, data_dir, spec_path):
     env = dict(os.environ, ACO_BERT_DATA_DIR=str(data_dir), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--cpu", "--num_processes", "1",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "aco_bert.model.trainer", "--config", str(TINY_YAML), "--max_steps", "3", "--output_dir", str(out),
+           "-m", "aco_bert.train", "--config", str(TINY_YAML), "--max_steps", "3", "--output_dir", str(out),
            "--spec", spec_path, "--max_prompts", "24", "--seed", "7"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -199,10 +234,34 @@ def test_accelerate_launch_smoke(tmp_path, data_dir, spec_path):
 
 
 def test_cli_help_and_bad_override(capsys, tmp_path):
-    assert main(["--help"]) == 0
-    assert "max_steps" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="unknown key"):
-        main(["--config", str(TINY_YAML), "--max_stepz", "3"])
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(f"--{f.name}" in out for f in dataclasses.fields(TrainConfig))  # every field is a flag ...
+    assert "optimizer steps; overrides num_epochs" in out  # ... with its comment as help
+    # a typo'd flag, a value a check rejects, an unknown YAML key: exit code 2, no traceback
+    assert main(["--config", str(TINY_YAML), "--max_stepz", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --max_stepz 3" in err and "Traceback" not in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY_YAML.read_text() + "max_stepz: 3\n")
+    for argv, msg in ([["--config", str(TINY_YAML), "--kfold", "1"], "kfold 1: use 0"],
+                      [["--config", str(TINY_YAML), "--max_length", "4"], "max_length 4: expected an integer >= 8"],
+                      [["--config", str(TINY_YAML), "--truncation", "middle"], "truncation 'middle' not in"],
+                      [["--config", str(bad)], f"{bad}: unknown key(s) ['max_stepz']"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(PROG) and msg in err, err
+
+
+def test_cli_flags_are_the_config_fields():
+    cfg = parse_config(TrainConfig, ["--config", str(TINY_YAML), "--max-steps", "7", "--resume", "--cost_heads",
+                                     "false", "--dataset_options", "{split: test}", "--mixed_precision", "no",
+                                     "--pos_weight", "balanced", "--tail_tokens", "16"], PROG)
+    assert (cfg.max_steps, cfg.resume, cfg.cost_heads, cfg.dataset_options) == (7, True, False, {"split": "test"})
+    assert (cfg.mixed_precision, cfg.pos_weight, cfg.run_name) == ("no", "balanced", "tiny-test")  # rest: the YAML
+    assert cfg.text_truncation.tail_tokens == 16 and cfg.text_truncation.max_length == 64
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)

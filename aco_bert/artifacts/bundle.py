@@ -18,7 +18,7 @@ Layout (``aco_bert.artifacts.bundle/1``)::
     cost_model/            per-tier expected cost (aco_bert.decision.cost_model: manifest.json + XGBoost JSON)
     stacker/               optional -> "stacked" mode (aco_bert.decision.stacker: manifest.json + XGBoost JSON per tier)
     verifier/              optional: escalation verifier (aco_bert.decision.verifier)
-    model_card.md          human-readable card (see :func:`write_model_card`)
+    model_card.md          human-readable card (:mod:`aco_bert.export.model_card`)
 
 This module imports only the standard library and yaml, so the runtime and the exporter share it.
 """
@@ -202,36 +202,12 @@ def update_manifest_entry(bundle_dir: str | Path, rel: str) -> dict[str, Any]:
     return manifest
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, list):
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    return str(v)
-
-
-def default_model_card(info: dict[str, Any]) -> str:
-    """A short placeholder card from the manifest info (the coordinator's generator writes the real one)."""
-    lines = ["# aco_bert router bundle", "",
-             "Placeholder card written by the exporter; regenerate with `aco_bert.artifacts.bundle.write_model_card`.", ""]
-    for key in ("mode", "spec", "dataset", "encoder", "policy"):
-        if key in info:
-            lines.append(f"- **{key}**: {_fmt(info[key])}")
-    parity = info.get("parity") or {}
-    if parity:
-        lines += ["", "## Export parity", ""]
-        for k, v in parity.items():
-            if not isinstance(v, dict):
-                lines.append(f"- {k}: {_fmt(v)}")
-    return "\n".join(lines) + "\n"
-
-
-def write_model_card(bundle_dir: str | Path, info: dict[str, Any] | None = None, text: str | None = None) -> Path:
-    """Write ``model_card.md`` (``text`` as given, else a placeholder from ``info``) and, when the bundle already
-    has a manifest, re-hash the card so the bundle still verifies."""
+def write_model_card(bundle_dir: str | Path, text: str) -> Path:
+    """Write ``model_card.md`` (rendered by :func:`aco_bert.export.model_card.render_model_card`, or a user's
+    file) and, when the bundle already has a manifest, re-hash the card so the bundle still verifies."""
     root = Path(bundle_dir)
     card = root / MODEL_CARD
-    card.write_text(text if text is not None else default_model_card(info or {}))
+    card.write_text(text)
     if (root / MANIFEST).exists():
         update_manifest_entry(root, MODEL_CARD)
     return card

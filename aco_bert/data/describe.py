@@ -9,7 +9,6 @@ baseline. Skipped rows and unknown costs are reported, since a silent gap would 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -115,32 +114,52 @@ def describe(table: OutcomeTable, models: Sequence[str] | None = None, threshold
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from aco_bert.data.registry import DATASETS, default_spec_name, load_outcomes
+@dataclass
+class DescribeConfig:
+    """The flags of ``aco-bert data describe`` (generated from these fields, see :func:`aco_bert.config.run_verb`)."""
+
+    dataset: str  # a registry name or a path to a generic outcomes file
+    data_dir: str | None = None  # folder holding the shared data (default $ACO_BERT_DATA_DIR)
+    spec: str | None = None  # router spec name/path fixing tiers and order; 'default' = the dataset's shipped spec
+    split: str | None = None  # train / test / all, for datasets with a published split
+    threshold: float = 0.5  # graded scores >= this count as success
+
+
+PROG = "aco-bert data describe"
+
+
+def run(cfg: DescribeConfig) -> int:
+    """Print the report of ``cfg.dataset``; a dataset or spec that cannot be loaded is one line and exit code 2."""
+    from aco_bert.data.registry import default_spec_name, load_outcomes
     from aco_bert.spec import RouterSpec
 
-    ap = argparse.ArgumentParser(prog="aco-bert data describe", description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", required=True, help=f"one of {sorted(DATASETS)} or a path to a generic file")
-    ap.add_argument("--data-dir", default=None, help="folder holding the shared data (default $ACO_BERT_DATA_DIR)")
-    ap.add_argument("--spec", default=None,
-                    help="router spec name/path fixing tiers and their order; 'default' = the dataset's shipped spec")
-    ap.add_argument("--split", default=None, help="train / test / all, for datasets with a published split")
-    ap.add_argument("--threshold", type=float, default=0.5, help="graded scores >= this count as success")
-    a = ap.parse_args(argv)
-    kw: dict[str, Any] = {}
-    if a.split:
-        kw["split"] = a.split
+    kw: dict[str, Any] = {"split": cfg.split} if cfg.split else {}
     try:
-        table = load_outcomes(a.dataset, data_dir=a.data_dir, **kw)
+        table = load_outcomes(cfg.dataset, data_dir=cfg.data_dir, **kw)
     except TypeError as e:  # e.g. --split for a dataset without a published split
-        ap.error(f"{a.dataset}: {e}")
-    models = None
-    if a.spec:
-        spec = RouterSpec.load(default_spec_name(a.dataset) if a.spec == "default" else a.spec)
-        models = spec.models
+        print(f"{PROG}: {cfg.dataset}: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, OSError) as e:  # an unknown dataset, a missing or malformed file
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    spec = None
+    if cfg.spec:
+        try:
+            spec = RouterSpec.load(default_spec_name(cfg.dataset) if cfg.spec == "default" else cfg.spec)
+        except (ValueError, KeyError, OSError) as e:
+            print(f"{PROG}: {e}", file=sys.stderr)
+            return 2
+    if spec is not None:
         print(f"spec {spec.name}: {spec.n_tiers} tiers, frontier {spec.frontier or '(best success)'}")
-    print(describe(table, models, a.threshold))
+    print(describe(table, spec.models if spec is not None else None, cfg.threshold))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from aco_bert.config import run_verb
+
+    return run_verb(run, DescribeConfig, None if argv is None else list(argv), PROG, __doc__.split("\n")[0],
+                    config_file=False)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from aco_bert.policies.base import Policy, RoutingContext, Threshold
+from aco_bert.policies import Policy, RoutingContext, Threshold
 
 DEFAULT_TAUS = tuple(np.round(np.linspace(0.99, 0.0, 100), 4))
 
@@ -174,7 +174,7 @@ def coverage_over_splits(ctx: RoutingContext, success: np.ndarray, cost: np.ndar
     # Success of every tau on the whole set, computed once.
     full = {float(t): policy_outcomes(Threshold(float(t)), ctx, success, cost) for t in taus}
     if fallback_tier is not None:
-        from aco_bert.policies.base import FixedTier
+        from aco_bert.policies import FixedTier
 
         full[None] = policy_outcomes(FixedTier(fallback_tier), ctx, success, cost)
 

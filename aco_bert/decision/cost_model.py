@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from aco_bert.decision.stacker import PCA
+from aco_bert.decision.trees import FastTrees, TreeEnsemble
 
 FORMAT = "aco_bert.decision.cost_model/1"
 EPS = 1e-4  # USD; keeps log() finite for free (locally served) calls
@@ -47,8 +48,9 @@ class CostModelConfig:
         return tree_params(self, "reg:squarederror")
 
 
-def _design(features: np.ndarray | None, embeddings: np.ndarray | None, heads: np.ndarray | None,
-            pca: PCA | None) -> np.ndarray | None:
+def design_matrix(features: np.ndarray | None, embeddings: np.ndarray | None, heads: np.ndarray | None,
+                  pca: PCA | None) -> np.ndarray | None:
+    """The cost model's (P, F) float32 input: [features, PCA'd embeddings, cost heads], the parts given."""
     cols = [np.asarray(features, float)] if features is not None else []
     if pca is not None and embeddings is not None:
         cols.append(pca.transform(embeddings))
@@ -66,6 +68,7 @@ class CostModel:
     smear: np.ndarray  # (T,) Duan smearing factors
     pca: PCA | None = None
     layout: dict = field(default_factory=dict)
+    _trees: FastTrees = field(default_factory=FastTrees, init=False, repr=False, compare=False)
 
     @classmethod
     def fit(cls, cost: np.ndarray, features: np.ndarray | None = None, embeddings: np.ndarray | None = None,
@@ -92,7 +95,7 @@ class CostModel:
 
             if embeddings is not None and cfg.pca_dim > 0:
                 pca = PCA.fit(embeddings, cfg.pca_dim)
-            x = _design(features, embeddings, heads, pca)
+            x = design_matrix(features, embeddings, heads, pca)
             if x is None:
                 raise ValueError("cost model method 'xgb' needs features, embeddings or heads")
             layout = {"features": 0 if features is None else int(np.shape(features)[1]),
@@ -111,8 +114,12 @@ class CostModel:
 
     def predict(self, n: int | None = None, features: np.ndarray | None = None,
                 embeddings: np.ndarray | None = None, heads: np.ndarray | None = None) -> np.ndarray:
-        """(P, T) expected USD. With method "mean" only ``n`` (or any input, for its length) is needed."""
-        x = _design(features, embeddings, heads, self.pca) if any(b is not None for b in self.boosters) else None
+        """(P, T) expected USD. With method "mean" only ``n`` (or any input, for its length) is needed.
+
+        The one predict of training, evaluation and the runtime: the trees are evaluated by
+        :class:`~aco_bert.decision.trees.FastTrees` (numpy, checked against XGBoost, else ``inplace_predict``)."""
+        live = [t for t, b in enumerate(self.boosters) if b is not None]
+        x = design_matrix(features, embeddings, heads, self.pca) if live else None
         if n is None:
             for a in (features, embeddings, heads):
                 if a is not None:
@@ -121,17 +128,20 @@ class CostModel:
         if n is None:
             raise ValueError("predict needs n or an input array")
         out = np.tile(self.mean, (n, 1)).astype(float)
-        if x is not None:
-            import xgboost as xgb
-
-            want = self.layout["features"] + self.layout["pca"] + self.layout["heads"]
-            if x.shape[1] != want:
-                raise ValueError(f"cost model expects {want} input columns ({self.layout}), got {x.shape[1]}")
-            d = xgb.DMatrix(x)
-            for t, b in enumerate(self.boosters):
-                if b is not None:
-                    out[:, t] = np.maximum(np.exp(b.predict(d)) * self.smear[t] - EPS, 0.0)
+        if not live:
+            return out
+        want = self.layout["features"] + self.layout["pca"] + self.layout["heads"]
+        if x is None or x.shape[1] != want:
+            raise ValueError(f"cost model expects {want} input columns ({self.layout}), "
+                             f"got {None if x is None else x.shape[1]}")
+        pred = self._trees.predict(self.boosters, x)
+        # all tiers in one expression: elementwise, so the same numbers as tier by tier
+        out[:, live] = np.maximum(np.exp(pred) * self.smear[live] - EPS, 0.0)
         return out
+
+    def fast_trees(self) -> TreeEnsemble | None:
+        """The numpy ensemble :meth:`predict` uses (built now if not yet; None: XGBoost's own predict is used)."""
+        return self._trees.forest(self.boosters)
 
     def save(self, path: str | Path) -> Path:
         from aco_bert.decision.xgb import save_boosters

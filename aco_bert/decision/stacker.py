@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from aco_bert.decision.trees import FastTrees, TreeEnsemble
+
 FORMAT = "aco_bert.stacker/1"
 
 
@@ -132,7 +134,8 @@ def standardize_by_fold(logits: np.ndarray, fold: np.ndarray) -> np.ndarray:
     return out
 
 
-def _design(inputs: StackInputs, cfg: StackerConfig, pca: PCA | None) -> np.ndarray:
+def design_matrix(inputs: StackInputs, cfg: StackerConfig, pca: PCA | None) -> np.ndarray:
+    """The stacker's (P, F) float32 input: [logits, mean logit, PCA'd embeddings, features] as ``cfg`` switches."""
     cols = []
     if cfg.use_logits and inputs.logits is not None:
         cols.append(inputs.logits)
@@ -158,6 +161,7 @@ class Stacker:
     pca: PCA | None
     layout: dict  # which parts, and their widths, the design matrix was built from
     n_train: list[int] = field(default_factory=list)
+    _trees: FastTrees = field(default_factory=FastTrees, init=False, repr=False, compare=False)
 
     @classmethod
     def fit(cls, inputs: StackInputs, labels: np.ndarray, cfg: StackerConfig | None = None,
@@ -172,7 +176,7 @@ class Stacker:
         pca = None
         if cfg.use_embeddings and inputs.embeddings is not None and cfg.pca_dim > 0:
             pca = PCA.fit(inputs.embeddings, cfg.pca_dim)
-        x = _design(inputs, cfg, pca)
+        x = design_matrix(inputs, cfg, pca)
         layout = {
             "logits": int(inputs.logits.shape[1]) if cfg.use_logits and inputs.logits is not None else 0,
             "logit_mean": int(bool(cfg.use_logits and inputs.logits is not None and cfg.logit_mean)),
@@ -199,21 +203,32 @@ class Stacker:
         return len(self.boosters)
 
     def predict(self, inputs: StackInputs) -> np.ndarray:
-        """Uncalibrated (P, T) P(success); pass through the calibrator before routing."""
-        import xgboost as xgb
+        """Uncalibrated (P, T) P(success); pass through the calibrator before routing.
 
+        The one predict of training, evaluation and the runtime: the trees are evaluated by
+        :class:`~aco_bert.decision.trees.FastTrees` (numpy, checked against XGBoost, else ``inplace_predict``)."""
         for part, width in (("logits", self.layout["logits"]), ("features", self.layout["features"])):
             v = getattr(inputs, part)
             if width and (v is None or v.shape[1] != width):
                 raise ValueError(f"stacker expects {part} of width {width}, got {None if v is None else v.shape}")
         if self.layout["pca"] and (inputs.embeddings is None or inputs.embeddings.shape[1] != self.layout["embedding_dim"]):
             raise ValueError(f"stacker expects embeddings of width {self.layout['embedding_dim']}")
-        x = _design(inputs, self.cfg, self.pca)
-        d = xgb.DMatrix(x)
+        x = design_matrix(inputs, self.cfg, self.pca)
+        live = [t for t, b in enumerate(self.boosters) if b is not None]
+        if live and x.shape[1] != self.boosters[live[0]].num_features():
+            raise ValueError(f"stacker expects {self.boosters[live[0]].num_features()} inputs ({self.layout}), "
+                             f"got {x.shape[1]}")
         out = np.empty((inputs.n, self.n_tiers))
+        if live:
+            out[:, live] = self._trees.predict(self.boosters, x)
         for t, b in enumerate(self.boosters):
-            out[:, t] = self.base_rate[t] if b is None else b.predict(d)
+            if b is None:
+                out[:, t] = self.base_rate[t]
         return out
+
+    def fast_trees(self) -> TreeEnsemble | None:
+        """The numpy ensemble :meth:`predict` uses (built now if not yet; None: XGBoost's own predict is used)."""
+        return self._trees.forest(self.boosters)
 
     def save(self, path: str | Path) -> Path:
         from aco_bert.decision.xgb import save_boosters

@@ -1,15 +1,26 @@
-"""The stacking stage: fit the decision layer on a neural k-fold run's out-of-fold outputs, for export.
+"""The stack stage: fit the whole decision layer on a neural k-fold run's out-of-fold outputs, for export.
 
-    python -m aco_bert.stack --run checkpoints/minilm-cpu [--spec NAME] [--data_dir DIR] [--out DIR]
+    python -m aco_bert.stack --run checkpoints/minilm-cpu [--mode stacked|heads] [--spec NAME_OR_PATH]
+                             [--dataset NAME_OR_PATH] [--data_dir DIR] [--out DIR]
                              [--policy target-success|utility|threshold] [--target 0.734] [--cascade true]
 
-Writes ``<run>/stack/`` (what :mod:`aco_bert.export.build` picks up): ``stacker/`` (per-tier XGBoost + manifest),
-``calibrators.json`` (isotonic, fitted on the stacker's inner cross-fit predictions), ``cost_model/``,
-``verifier/`` (when the data carry ``api_calls`` traces) and ``routing.json`` (the policy and its knob, chosen on
-held-out predictions only: Learn-then-Test tau for target-success, the nested "match" rule for utility/threshold,
-and the cascade's accept threshold), plus ``stack_report.json`` with the held-out numbers behind each choice.
-Every model is fitted on all prompts; every number used to *choose* something comes from predictions on prompts
-the model did not train on.
+Everything the bundle's decision layer needs is fitted here -- the exporter fits nothing. Two modes:
+
+* ``stacked``: ``stacker/`` (per-tier XGBoost over head logits + prompt features + embeddings),
+  ``calibrators.json`` (isotonic, fitted on the stacker's inner cross-fit predictions), ``cost_model/`` (XGBoost),
+  ``verifier/`` (when the data carry ``api_calls`` traces).
+* ``heads``: ``calibrators.json`` (isotonic on the out-of-fold head sigmoid) and ``cost_model/`` (per-tier mean);
+  the spec's tiers must be the heads' tiers.
+
+The policy and its knob are chosen on held-out predictions only: Learn-then-Test tau for target-success, the
+nested "match" rule for utility/threshold, and the cascade's accept threshold. Every model is fitted on all
+prompts; every number used to *choose* something comes from predictions on prompts the model did not train on.
+
+Input: the run's ``run.json`` (:class:`aco_bert.artifacts.layout.RunInfo`: the whole spec, an absolute dataset
+reference, the prompt ids), so ``stack --run R`` works from any directory for a spec given by path. Output
+(default ``<run>/stack``): ``stack.json`` (:class:`~aco_bert.artifacts.layout.StackInfo`: mode, whole spec, dataset,
+routing as :class:`aco_bert.policies.config.RoutingConfig` writes it, head order, prompt ids), the decision files
+above and ``stack_report.json`` with the held-out numbers behind each choice.
 """
 
 from __future__ import annotations
@@ -23,75 +34,64 @@ from typing import Any
 
 import numpy as np
 
-from aco_bert.decision.verifier import Cascade, Verifier, VerifierConfig, cross_fit_verifier, trace_arrays
+from aco_bert.artifacts import layout as L
 from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors
 from aco_bert.decision.stacker import StackerConfig, fit_stack, load_oof
+from aco_bert.decision.verifier import Verifier, VerifierConfig, cross_fit_verifier, trace_arrays
+
+MODES = ("stacked", "heads")
+POLICIES = ("target-success", "utility", "threshold")
+NO_CERTIFIED_TAU = 1.01  # stacked target-success without a certified tau: every prompt to its most likely tier
 
 
 @dataclass
 class StackStageConfig:
-    run: str  # neural k-fold run directory (oof.safetensors + oof_meta.json)
-    dataset: str | None = None  # default: the run's dataset
-    spec: str | None = None  # default: the run's spec
-    data_dir: str | None = None
+    run: str  # neural k-fold run directory (run.json + oof.safetensors + oof_meta.json)
+    mode: str = "stacked"  # stacked (XGBoost stacker) | heads (isotonic-calibrated head sigmoid, mean cost)
+    dataset: str | None = None  # registry name or path; default: the run's dataset (run.json)
+    spec: str | None = None  # spec name or YAML path; default: the run's whole spec (run.json)
+    data_dir: str | None = None  # default: the run's data_dir
     out: str | None = None  # default: <run>/stack
     policy: str = "target-success"  # target-success | utility | threshold
     target: float | None = None  # target success; default: the frontier's success minus `within`
     within: float = 0.01
     margin: float = 0.005  # utility/threshold "match" rule: held-out success >= frontier - within + margin
     delta: float = 0.1
-    cascade: bool | None = None  # None: on when the data carry api_calls
-    k: int = 5  # cross-fit folds for the held-out cost and verifier predictions
+    cascade: bool | None = None  # None: on in stacked mode when the data carry api_calls
+    k: int = 5  # cross-fit folds for the held-out calibrated (heads), cost and verifier predictions
     seed: int = 0
     stacker: StackerConfig = field(default_factory=StackerConfig)
     cost: CostModelConfig = field(default_factory=CostModelConfig)
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
 
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} not in {MODES}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
 
-def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
-    from aco_bert.decision.calibration import calibration_report
-    from aco_bert.data import load_outcomes
-    from aco_bert.signals.handcrafted import featurize
-    from aco_bert.policies.base import RoutingContext, Threshold, Utility
-    from aco_bert.evaluation.metrics.core import realised
-    from aco_bert.evaluation.selection import TAUS, lambda_grid, select_match
-    from aco_bert.policies.floors import TargetSuccess, floors_for
-    from aco_bert.spec import RouterSpec
-    from aco_bert.data.splits import kfold
 
-    run = Path(cfg.run)
-    meta = json.loads((run / "oof_meta.json").read_text())
-    dataset = cfg.dataset or meta.get("dataset")
-    spec = RouterSpec.load(cfg.spec or meta.get("spec"))
-    m = load_outcomes(dataset, data_dir=cfg.data_dir).matrix(spec.models)
-    pos = {p: i for i, p in enumerate(m.prompt_ids)}
-    missing = [p for p in meta["prompt_ids"] if p not in pos]
-    if missing:
-        raise ValueError(f"{run}: {len(missing)} out-of-fold prompts are not in {dataset!r}, e.g. {missing[:3]}")
-    m = m.subset([pos[p] for p in meta["prompt_ids"]])  # the run's prompts, in the run's order
-    inputs, _, heads = load_oof(run, m.prompt_ids)
-    if inputs.logits.shape[1] != len(spec.models) or list(meta["models"]) != spec.models:
-        log(f"[stack] note: the run's {len(meta['models'])} head logits are stacker inputs for the "
-            f"{spec.n_tiers} tiers of spec {spec.name!r}")
-    heads_spec = None
-    if heads is not None and all(mm in meta["models"] for mm in spec.models):
-        heads_spec = heads[:, [list(meta["models"]).index(mm) for mm in spec.models]]
-    steps = m.meta["step_type"].tolist() if "step_type" in m.meta.columns else None
-    steps = None if steps is None else [s if isinstance(s, str) else None for s in steps]
-    inputs.features = featurize(m.prompts, steps).astype(float)
-    y, cost, n = m.success, m.cost, m.n_prompts
-    out = Path(cfg.out or run / "stack")
-    out.mkdir(parents=True, exist_ok=True)
-    log(f"[stack] {dataset}: {n} prompts x {spec.n_tiers} tiers ({spec.name}) -> {out}")
+def _sigmoid(x) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, float)))
 
+
+def _dataset_ref(cfg: StackStageConfig, run: L.RunInfo) -> L.DatasetRef:
+    """The run's dataset, or the ``--dataset`` / ``--data_dir`` override made absolute (stored whole)."""
+    if cfg.dataset:
+        return L.DatasetRef.make(cfg.dataset, cfg.data_dir or run.dataset.data_dir, run.dataset.options)
+    if cfg.data_dir:
+        return dataclasses.replace(run.dataset, data_dir=str(Path(cfg.data_dir).expanduser().resolve()))
+    return run.dataset
+
+
+def _fit_stacked(cfg, inputs, y, cost, heads_spec, folds, spec, m, out: Path):
+    """Stacker + isotonic + XGBoost cost model; held-out calibrated probabilities and cross-fitted costs."""
     fs = fit_stack(inputs, y, cfg.stacker, tiers=spec.models, prompt_ids=m.prompt_ids)
-    fs.stacker.save(out / "stacker")
-    fs.calibrator.save(out / "calibrators.json")
+    fs.stacker.save(out / L.STACKER_DIR)
+    fs.calibrator.save(out / L.CALIBRATORS)
     held = fs.calibrator(fs.inner_oof)  # calibrated held-out probabilities (for choosing knobs)
-
     cm = CostModel.fit(cost, inputs.features, inputs.embeddings, heads_spec, cfg.cost, tiers=spec.models)
-    cm.save(out / "cost_model")
-    folds = kfold(m.prompt_ids, cfg.k, cfg.seed + 13)
+    cm.save(out / L.COST_MODEL_DIR)
     held_cost = np.full(cost.shape, np.nan)
     sub = lambda a, i: None if a is None else a[i]  # noqa: E731
     for f in folds:
@@ -99,71 +99,154 @@ def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
                             sub(heads_spec, f.train), cfg.cost)
         held_cost[f.test] = cmi.predict(len(f.test), inputs.features[f.test], sub(inputs.embeddings, f.test),
                                         sub(heads_spec, f.test))
+    return held, held_cost
+
+
+def _fit_heads(cfg, inputs, y, cost, spec, m, out: Path):
+    """Isotonic calibrators on the out-of-fold head sigmoid and the per-tier mean cost; held-out probabilities
+    cross-fitted (each prompt calibrated by a map not fitted on it), expected cost = the mean."""
+    from aco_bert.data.splits import kfold
+    from aco_bert.decision.calibration import IsotonicCalibrator
+
+    raw = _sigmoid(inputs.logits)
+    IsotonicCalibrator.fit(raw, y, spec.models).save(out / L.CALIBRATORS)
+    cm = CostModel.fit(cost, cfg=CostModelConfig(method="mean"), tiers=spec.models)
+    cm.save(out / L.COST_MODEL_DIR)
+    held = np.full(raw.shape, np.nan)
+    for f in kfold(list(m.prompt_ids), cfg.k, cfg.seed + 7):
+        held[f.test] = IsotonicCalibrator.fit(raw[f.train], y[f.train]).transform(raw[f.test])
+    return held, cm.predict(n=len(raw))
+
+
+def _policy(routing: dict[str, Any]):
+    """The chosen default policy, for replaying the cascade on held-out outcomes."""
+    from aco_bert.policies import Threshold, Utility
+
+    if routing["policy"] == "utility":
+        return Utility(float(routing["lam"]))
+    return Threshold(float(routing["tau"]), name=routing["policy"])
+
+
+def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
+    """Fit the decision layer of ``cfg.run``; returns ``{"out", "routing" (dict), "report", "info" (StackInfo)}``."""
+    from aco_bert.data.splits import kfold
+    from aco_bert.decision.calibration import calibration_report
+    from aco_bert.evaluation.metrics.core import realised
+    from aco_bert.evaluation.selection import TAUS, lambda_grid, select_match
+    from aco_bert.policies import (CascadeConfig, RoutingConfig, RoutingContext, TargetSuccess, Threshold, Utility,
+                                   floors_for)
+    from aco_bert.signals.handcrafted import featurize
+    from aco_bert.spec import RouterSpec
+
+    run = Path(cfg.run)
+    ri = L.RunInfo.load(run)
+    spec = RouterSpec.load(cfg.spec) if cfg.spec else ri.router_spec()
+    ds = _dataset_ref(cfg, ri)
+    if cfg.mode == "heads" and spec.models != ri.models:
+        raise ValueError(f"--mode heads routes among the heads' tiers {ri.models}; spec {spec.name!r} has "
+                         f"{spec.models} (a different tier set needs --mode stacked)")
+    m = ds.load().matrix(spec.models)
+    pos = {p: i for i, p in enumerate(m.prompt_ids)}
+    missing = [p for p in ri.prompt_ids if p not in pos]
+    if missing:
+        raise ValueError(f"{run}: {len(missing)} of the run's prompts are not in {ds.dataset!r}, e.g. {missing[:3]}")
+    m = m.subset([pos[p] for p in ri.prompt_ids])  # the run's prompts, in the run's order
+    inputs, meta, heads = load_oof(run, m.prompt_ids)
+    if list(meta["models"]) != ri.models:
+        raise L.ContractError(f"{run}: {L.OOF_META} heads {meta['models']} are not {L.RUN_INFO}'s {ri.models}")
+    if ri.models != spec.models:
+        log(f"[stack] note: the run's {len(ri.models)} head logits are stacker inputs for the "
+            f"{spec.n_tiers} tiers of spec {spec.name!r}")
+    heads_spec = None
+    if heads is not None and all(mm in ri.models for mm in spec.models):
+        heads_spec = heads[:, [ri.models.index(mm) for mm in spec.models]]
+    steps = m.meta["step_type"].tolist() if "step_type" in m.meta.columns else None
+    steps = None if steps is None else [s if isinstance(s, str) else None for s in steps]
+    inputs.features = featurize(m.prompts, steps).astype(float)
+    y, cost, n = m.success, m.cost, m.n_prompts
+    out = Path(cfg.out or run / L.STACK_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"[stack] {ds.label}: {n} prompts x {spec.n_tiers} tiers ({spec.name}), {cfg.mode} mode -> {out}")
+
+    folds = kfold(m.prompt_ids, cfg.k, cfg.seed + 13)
+    if cfg.mode == "stacked":
+        held, held_cost = _fit_stacked(cfg, inputs, y, cost, heads_spec, folds, spec, m, out)
+    else:
+        held, held_cost = _fit_heads(cfg, inputs, y, cost, spec, m, out)
 
     min_tier = floors_for(spec, m.prompts, steps).min_tier
     ctx = RoutingContext(held, held_cost, min_tier)
-    fc = spec.models.index(spec.frontier) if spec.frontier else int(np.nanargmax(np.nanmean(y, axis=0)))
+    if cfg.mode == "heads":  # the heads rule (as the exporter chose it): the spec's frontier, else the top tier
+        fc = spec.models.index(spec.frontier) if spec.frontier in spec.models else spec.n_tiers - 1
+    else:
+        fc = spec.models.index(spec.frontier) if spec.frontier else int(np.nanargmax(np.nanmean(y, axis=0)))
     s_front = float(np.nanmean(y[:, fc]))
     target = cfg.target if cfg.target is not None else s_front - cfg.within
-    routing: dict[str, Any] = {"policy": cfg.policy, "target": target, "delta": cfg.delta}
-    report: dict[str, Any] = {"config": dataclasses.asdict(cfg), "frontier": spec.models[fc],
-                              "frontier_success": s_front, "calibration_held_out": calibration_report(held, y, spec.models),
-                              "cost_held_out": {"xgb": cost_errors(held_cost, cost)}}
-    if cfg.policy == "target-success":
+    routing: dict[str, Any] = {"mode": cfg.mode, "policy": cfg.policy, "target": target, "delta": cfg.delta}
+    report: dict[str, Any] = {"config": dataclasses.asdict(cfg), "mode": cfg.mode, "frontier": spec.models[fc],
+                              "frontier_success": s_front,
+                              "calibration_held_out": calibration_report(held, y, spec.models),
+                              "cost_held_out": {"xgb" if cfg.mode == "stacked" else "mean": cost_errors(held_cost, cost)}}
+    if cfg.policy == "target-success" and cfg.mode == "heads":
+        # Learn-then-Test on the cross-fitted calibrated probabilities, without floors (same numbers as before).
+        ok = ~np.isnan(held).any(axis=1)
+        ts = TargetSuccess(target, cfg.delta).fit(RoutingContext(held[ok], held_cost[ok]), y[ok], cost[ok])
+        routing.update({"tau": float(ts.tau), "guaranteed": bool(ts.guaranteed),
+                        "tau_source": "learn-then-test on held-out calibrated out-of-fold probabilities"})
+        report["ltt"] = ts.result.to_dict()
+    elif cfg.policy == "target-success":
         ts = TargetSuccess(target, cfg.delta, fallback_tier=fc).fit(ctx, y, cost)
         routing.update({"tau": ts.tau, "guaranteed": ts.guaranteed,
                         "tau_source": "learn-then-test on the stacker's held-out calibrated probabilities"})
         if not ts.guaranteed:
             # What the runtime can do without a guarantee: route everything to the frontier (tau above 1).
-            routing["tau"] = 1.01
+            routing["tau"] = NO_CERTIFIED_TAU
             routing["note"] = (f"no tau certified for target {target:.3f} at delta {cfg.delta} on {n} prompts: "
-                               f"tau 1.01 routes every prompt to its most likely tier")
+                               f"tau {NO_CERTIFIED_TAU} routes every prompt to its most likely tier")
         report["ltt"] = ts.result.to_dict()
-    elif cfg.policy in ("utility", "threshold"):
+    else:
         grid = TAUS if cfg.policy == "threshold" else lambda_grid(float(np.nanmean(cost)))
         make = Threshold if cfg.policy == "threshold" else Utility
         pts = [(k, *realised(make(k).decide(ctx), y, cost)) for k in grid]
         k = select_match(pts, s_front - cfg.within + cfg.margin)
         routing["tau" if cfg.policy == "threshold" else "lam"] = float(k)
         report["selection"] = {"points": pts, "chosen": k}
-    else:
-        raise ValueError(f"policy must be target-success, utility or threshold, got {cfg.policy!r}")
 
     traces = trace_arrays(m)
-    do_cascade = cfg.cascade if cfg.cascade is not None else bool(np.isfinite(traces["api_calls"]).any())
+    do_cascade = (cfg.cascade if cfg.cascade is not None
+                  else cfg.mode == "stacked" and bool(np.isfinite(traces["api_calls"]).any()))
     if do_cascade:
-        q = cross_fit_verifier(y, traces, folds, inputs.features, held, cfg.verifier)
-        v = Verifier.fit(y, traces, inputs.features, held, cfg.verifier, tiers=spec.models)
-        v.save(out / "verifier")
-        from aco_bert.runtime.router import make_policy
+        from aco_bert.policies import Cascade
 
-        pol = make_policy(routing)
+        q = cross_fit_verifier(y, traces, folds, inputs.features, held, cfg.verifier)
+        Verifier.fit(y, traces, inputs.features, held, cfg.verifier, tiers=spec.models).save(out / L.VERIFIER_DIR)
+        pol = _policy(routing)
         pts = []
         for acc in [0.0] + [round(float(a), 3) for a in np.linspace(0.3, 0.95, 14)]:
             r = Cascade(pol, pol, acc).replay(ctx, y, cost, q)
             pts.append((acc, float(r.success.mean()), float(r.cost.mean())))
         # escalate only as much as needed: the cheapest accept threshold whose held-out success meets the target
         best = select_match(pts, target + cfg.margin)
-        routing["cascade"] = {"accept": best, "max_runs": 2}
+        routing["cascade"] = CascadeConfig(accept=float(best), max_runs=2)
         report["cascade"] = {"points": pts, "chosen": best}
-    (out / "routing.json").write_text(json.dumps(routing, indent=1))
-    (out / "stack_report.json").write_text(json.dumps(report, indent=1, default=float))
-    log(f"[stack] routing: {json.dumps(routing)}")
-    return {"out": str(out), "routing": routing, "report": report}
+    rc = RoutingConfig(**routing)
+    info = L.StackInfo(run=str(run.resolve()), mode=cfg.mode, spec=spec.to_dict(), dataset=ds,
+                       routing=rc.to_dict(), head_models=list(ri.models), prompt_ids=list(m.prompt_ids))
+    info.save(out)
+    (out / L.STACK_REPORT).write_text(json.dumps(report, indent=1, default=float))
+    log(f"[stack] routing: {json.dumps(info.routing)}")
+    return {"out": str(out), "routing": info.routing, "report": report, "info": info}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aco_bert.config import load_config, parse_overrides
+    from aco_bert.config import run_verb
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
+    def fit(cfg: StackStageConfig) -> int:
+        run_stack(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
         return 0
-    ov = parse_overrides(argv)
-    path = ov.pop("config", None)
-    cfg = load_config(StackStageConfig, path, ov)
-    run_stack(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
-    return 0
+
+    return run_verb(fit, StackStageConfig, argv, prog="python -m aco_bert.stack",
+                    description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""Cascade with execution feedback: run a tier, judge from its trace whether it succeeded, accept or escalate.
+"""The cascade's verifier: P(a tier's run succeeded | prompt features, the run's trace, the router's prior).
 
 Why: before a run, the router only has the prompt text (weak signal on SWE-bench); *after* a run it also has how
 the run went. An agent that burns many API calls or dollars on a task has usually failed at it. A verifier over
 [prompt features, the run's trace signals (``api_calls``, cost, tier), the router's prior P(success) for that
-tier] gives P(this run succeeded); the cascade accepts the answer when that is high enough, else escalates to the
-next tier the router picks above the current one. The bill counts *every* tier that ran.
+tier] gives P(this run succeeded); the cascade (:class:`aco_bert.policies.cascade.Cascade`) accepts the answer
+when that is high enough, else escalates to the next tier the router picks above the current one.
 
 The verifier is one XGBoost model pooled over tiers (the tier is an input; per-tier trace statistics normalise
 the signals), stored as XGBoost JSON + a JSON manifest. Trained and tuned with nested CV on the real SWE-bench
@@ -14,13 +14,13 @@ traces (each model's own per-instance api_calls and cost), so the outer test pro
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from aco_bert.policies.base import Policy, RoutingContext
+from aco_bert.decision.trees import FastTrees, TreeEnsemble
 
 FORMAT = "aco_bert.verifier/1"
 EPS = 1e-4
@@ -66,6 +66,7 @@ class Verifier:
     booster: object  # xgboost.Booster
     n_features: int
     n_train: int = 0
+    _trees: FastTrees = field(default_factory=FastTrees, init=False, repr=False, compare=False)
 
     # --- design ----------------------------------------------------------------------------------------------
     @staticmethod
@@ -117,18 +118,28 @@ class Verifier:
         v.n_train = len(ii)
         return v
 
-    def predict_runs(self, tier: np.ndarray, traces: dict[str, np.ndarray], features: np.ndarray | None = None,
-                     prior: np.ndarray | None = None) -> np.ndarray:
-        """P(success) of individual runs: ``tier`` (N,), ``traces[k]`` (N,), ``features`` (N, F), ``prior`` (N,)."""
-        import xgboost as xgb
-
+    def design_matrix(self, tier: np.ndarray, traces: dict[str, np.ndarray], features: np.ndarray | None = None,
+                      prior: np.ndarray | None = None) -> np.ndarray:
+        """(N, n_features) float32 rows of individual runs, the inputs :meth:`predict_runs` evaluates."""
         tier = np.asarray(tier, dtype=int)
         logs = self._logs({k: np.asarray(traces[k], float).reshape(-1) for k in TRACE_SIGNALS})
         x = self._rows(tier, logs, None if prior is None else np.asarray(prior, float).reshape(-1),
                        None if features is None or not self.cfg.use_prompt_features else np.asarray(features, float))
         if x.shape[1] != self.n_features:
             raise ValueError(f"verifier expects {self.n_features} inputs, got {x.shape[1]}")
-        return self.booster.predict(xgb.DMatrix(x))
+        return x
+
+    def predict_runs(self, tier: np.ndarray, traces: dict[str, np.ndarray], features: np.ndarray | None = None,
+                     prior: np.ndarray | None = None) -> np.ndarray:
+        """P(success) of individual runs: ``tier`` (N,), ``traces[k]`` (N,), ``features`` (N, F), ``prior`` (N,).
+
+        The one predict of training, evaluation and the runtime's ``escalate``: the trees are evaluated by
+        :class:`~aco_bert.decision.trees.FastTrees` (numpy, checked against XGBoost, else ``inplace_predict``)."""
+        return self._trees.predict([self.booster], self.design_matrix(tier, traces, features, prior))[:, 0]
+
+    def fast_trees(self) -> TreeEnsemble | None:
+        """The numpy ensemble :meth:`predict_runs` uses (built now if not yet; None: XGBoost's own predict)."""
+        return self._trees.forest([self.booster])
 
     def predict_all(self, traces: dict[str, np.ndarray], features: np.ndarray | None = None,
                     prior: np.ndarray | None = None) -> np.ndarray:
@@ -173,69 +184,3 @@ def cross_fit_verifier(success: np.ndarray, traces: dict[str, np.ndarray], folds
         v = Verifier.fit(success[tr], {k: traces[k][tr] for k in TRACE_SIGNALS}, sub(features, tr), sub(prior, tr), cfg)
         out[te] = v.predict_all({k: traces[k][te] for k in TRACE_SIGNALS}, sub(features, te), sub(prior, te))
     return out
-
-
-# --- the cascade -----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class CascadeResult:
-    success: np.ndarray  # (P,) outcome of the accepted run
-    cost: np.ndarray  # (P,) sum of the cost of every run
-    runs: list[list[int]]  # tiers run per prompt, in order
-    final: np.ndarray  # (P,) accepted tier
-
-    def summary(self) -> dict:
-        return {"success": float(self.success.mean()), "cost_per_task": float(self.cost.mean()),
-                "mean_runs": float(np.mean([len(r) for r in self.runs])),
-                "escalated": float(np.mean([len(r) > 1 for r in self.runs]))}
-
-
-def _with_min(ctx: RoutingContext, min_tier: np.ndarray) -> RoutingContext:
-    return RoutingContext(ctx.probs, ctx.exp_cost, np.maximum(ctx.min_tier, min_tier), ctx.budget)
-
-
-@dataclass
-class Cascade:
-    """``first`` picks the first tier; after each run, accept if the verifier's score >= ``accept``, else
-    ``escalate`` picks among tiers strictly above the one that ran (floors still apply). ``max_runs`` caps it."""
-
-    first: Policy
-    escalate: Policy
-    accept: float
-    max_runs: int = 2
-    name: str = "cascade"
-
-    def replay(self, ctx: RoutingContext, success: np.ndarray, cost: np.ndarray, scores: np.ndarray
-               ) -> CascadeResult:
-        """Offline replay on real outcomes. ``scores`` (P, T) = verifier P(success | that tier's real trace)."""
-        success, cost, scores = (np.asarray(a, float) for a in (success, cost, scores))
-        p_n, t_n = ctx.shape
-        rows = np.arange(p_n)
-        cur = self.first.decide(ctx)
-        runs = [[int(t)] for t in cur]
-        total = np.nan_to_num(cost[rows, cur])
-        active = np.ones(p_n, dtype=bool)
-        for _ in range(self.max_runs - 1):
-            q = scores[rows, cur]
-            esc = active & (q < self.accept) & (cur < t_n - 1)
-            if not esc.any():
-                break
-            nxt = self.escalate.decide(_with_min(ctx, np.minimum(cur + 1, t_n - 1)))
-            cur = np.where(esc, nxt, cur)
-            total = total + np.where(esc, np.nan_to_num(cost[rows, cur]), 0.0)
-            for i in np.flatnonzero(esc):
-                runs[i].append(int(cur[i]))
-            active = esc
-        return CascadeResult(np.nan_to_num(success[rows, cur]), total, runs, cur)
-
-    def step(self, ctx: RoutingContext, tier_run: int, score: float, tier_names: Sequence[str] | None = None):
-        """Runtime decision for ONE prompt (ctx of one row) after ``tier_run`` (0-based) ran and was scored."""
-        from aco_bert.types import Escalation
-
-        accept = bool(score >= self.accept) or tier_run >= ctx.shape[1] - 1
-        nxt = None if accept else int(self.escalate.decide(_with_min(ctx, np.array([tier_run + 1])))[0])
-        reasons = [f"verifier P(success)={score:.3f} {'>=' if score >= self.accept else '<'} accept {self.accept:.3f}"]
-        return Escalation(accept=accept, p_success=float(score), tier_run=tier_run + 1,
-                          next_tier=None if nxt is None else nxt + 1,
-                          next_model=None if nxt is None or tier_names is None else tier_names[nxt], reasons=reasons)

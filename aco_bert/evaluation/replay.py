@@ -40,7 +40,7 @@ from aco_bert.evaluation.metrics.core import (
     summarize,
     upper_hull,
 )
-from aco_bert.policies.base import Policy, Random, RoutingContext, Threshold, Utility
+from aco_bert.policies import Policy, Random, RoutingContext, Threshold, Utility
 
 REFERENCE_NAMES = ("always-frontier", "zero-router", "cheapest", "oracle", "random")
 
@@ -53,7 +53,7 @@ class PolicyResult:
     success: float  # mean realised success over prompts with a known outcome
     cost_per_task: float  # mean realised USD over prompts with a known outcome and cost
     n: int  # prompts with a known outcome
-    chosen: dict[str, int]  # model -> number of prompts routed to it
+    chosen: dict[str, float]  # model -> number of prompts routed to it (a cascade: mean runs per prompt)
     n_missing: int = 0  # prompts whose chosen model has no outcome (excluded from the means, never a failure)
     n_cost_missing: int = 0  # prompts with a known outcome but unknown cost
     kind: str = "policy"  # "fixed" (always-<model>), "reference", "learned"
@@ -61,6 +61,20 @@ class PolicyResult:
     param: float | None = None  # the swept parameter (tau, lambda) of a curve point
     savings_vs_frontier: float = float("nan")
     tiers: np.ndarray | None = field(default=None, repr=False)  # (P,) chosen 0-based tier; not serialised
+
+    @classmethod
+    def from_outcomes(cls, name: str, success, cost, *, chosen: dict[str, float] | None = None,
+                      kind: str = "policy", param: float | None = None, frontier_cost: float | None = None,
+                      tiers: np.ndarray | None = None) -> "PolicyResult":
+        """The operating point of per-prompt realised outcomes (NaN = unknown), by the one rule every evaluation
+        uses (:func:`~aco_bert.evaluation.metrics.core.summarize`): a missing outcome is excluded and counted,
+        never a failure. :func:`replay` and the nested report's cascade rows both build their results here."""
+        s = summarize(success, cost)
+        res = cls(name=name, success=s.success, cost_per_task=s.cost_per_task, n=s.n, chosen=dict(chosen or {}),
+                  n_missing=s.n_missing, n_cost_missing=s.n_cost_missing, kind=kind, param=param, tiers=tiers)
+        if frontier_cost is not None:
+            res.savings_vs_frontier = savings(res.cost_per_task, frontier_cost)
+        return res
 
     def renamed(self, name: str, kind: str) -> "PolicyResult":
         return PolicyResult(**{**self.__dict__, "name": name, "kind": kind})
@@ -100,16 +114,10 @@ def replay(matrix: OutcomeMatrix, tiers: np.ndarray, models: Sequence[str], *, n
                              f"{matrix.prompt_ids[i]!r}: tier {tiers[i]} < min tier {int(np.asarray(min_tier)[i])}")
     cols = np.asarray(_columns(matrix, models))[tiers]
     rows = np.arange(matrix.n_prompts)
-    s = summarize(matrix.success[rows, cols], matrix.cost[rows, cols])
     counts = np.bincount(tiers, minlength=len(models))
-    res = PolicyResult(
-        name=name, success=s.success, cost_per_task=s.cost_per_task, n=s.n,
-        chosen={m: int(c) for m, c in zip(models, counts)}, n_missing=s.n_missing, n_cost_missing=s.n_cost_missing,
-        kind=kind, param=param, tiers=tiers.astype(int),
-    )
-    if frontier_cost is not None:
-        res.savings_vs_frontier = savings(res.cost_per_task, frontier_cost)
-    return res
+    return PolicyResult.from_outcomes(name, matrix.success[rows, cols], matrix.cost[rows, cols],
+                                      chosen={m: int(c) for m, c in zip(models, counts)}, kind=kind, param=param,
+                                      frontier_cost=frontier_cost, tiers=tiers.astype(int))
 
 
 def evaluate_policy(matrix: OutcomeMatrix, models: Sequence[str], policy: Policy, ctx: RoutingContext,
@@ -290,13 +298,13 @@ class EvalReport:
         lines = ["| Policy | Success | Cost/Task | Savings vs frontier |", "|---|---:|---:|---:|"]
         for p in self.policies:
             sv = "-" if not math.isfinite(p.savings_vs_frontier) else f"{100 * p.savings_vs_frontier:.1f} %"
-            lines.append(f"| {self._label(p)} | {100 * p.success:.1f} % | {_usd(p.cost_per_task)} | {sv} |")
+            lines.append(f"| {self._label(p)} | {100 * p.success:.1f} % | {usd(p.cost_per_task)} | {sv} |")
         curves = {k: v for k, v in self.metrics.items() if k != "range"}
         if curves:
             lines += ["", "| Curve | AIQ | APGR | CPT(50%) | CPT(80%) |", "|---|---:|---:|---:|---:|"]
             for k, m in curves.items():
                 def c(v, f):
-                    return "never" if v is None else f"{_usd(v)} ({100 * f:.1f} %)"
+                    return "never" if v is None else f"{usd(v)} ({100 * f:.1f} %)"
                 lines.append(f"| {k} | {m['aiq']:.4f} | {m['apgr']:.3f} | {c(m['cpt_50'], m['cpt_50_frac'])} | "
                              f"{c(m['cpt_80'], m['cpt_80_frac'])} |")
         return "\n".join(lines)
@@ -323,9 +331,9 @@ class EvalReport:
             json.dump(json_safe(self.to_dict()), f, indent=2, allow_nan=False)
 
 
-def _usd(v: float) -> str:
-    """4 decimals for cents and up (``$0.7212``), 4 significant digits below (``$0.0001234``)."""
-    if not math.isfinite(v):
+def usd(v: float | None) -> str:
+    """4 decimals for cents and up (``$0.7212``), 4 significant digits below (``$0.0001234``); n/a if unknown."""
+    if v is None or not math.isfinite(v):
         return "n/a"
     return f"${v:.4f}" if abs(v) >= 0.01 else f"${v:.4g}"
 

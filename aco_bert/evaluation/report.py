@@ -22,20 +22,20 @@ once every knob is chosen without looking at the prompts it is judged on? Protoc
    threshold the same way, with verifier scores from an inner cross-fit.
 4. The outer-test decisions of every fold are pooled and replayed by :mod:`aco_bert.evaluation.replay`.
 
-Outer folds follow the neural run's ``fold`` assignment when one is given (so a prompt's head logits came from a
-model that never saw it, and the stacker of that fold is fitted on logits of the other folds only); with
-``split: given`` the dataset's own train/test split is the single outer fold.
+Prompts: with a neural run, exactly the run's own (its ``run.json``), never a fresh subsample (see
+:mod:`aco_bert.evaluation.report_inputs`). Outer folds follow the neural run's ``fold`` assignment when one is
+given (so a prompt's head logits came from a model that never saw it, and the stacker of that fold is fitted on
+logits of the other folds only); with ``split: given`` the dataset's own train/test split is the single outer fold.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -44,13 +44,12 @@ from aco_bert.decision.calibration import (
     calibration_report,
     plot_reliability,
 )
-from aco_bert.evaluation.metrics.core import realised
+from aco_bert.evaluation.metrics.core import realised, summarize
 from aco_bert.evaluation.selection import RULES, TAUS, lambda_grid, select_match, select_savings
-from aco_bert.decision.verifier import Cascade, Verifier, VerifierConfig, trace_arrays
+from aco_bert.decision.verifier import Verifier, VerifierConfig, trace_arrays
 from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors
-from aco_bert.artifacts.jsonio import json_safe
-from aco_bert.policies.base import FixedTier, RoutingContext, Threshold, Utility
-from aco_bert.policies.floors import TargetSuccess, floors_for
+from aco_bert.artifacts.jsonio import write_json
+from aco_bert.policies import Cascade, FixedTier, RoutingContext, TargetSuccess, Threshold, Utility, floors_for
 from aco_bert.data.splits import Fold, kfold
 from aco_bert.decision.stacker import (
     StackerConfig,
@@ -63,10 +62,12 @@ from aco_bert.decision.stacker import (
 
 @dataclass
 class RouterEvalConfig:
-    dataset: str = "swebench-verified"
-    spec: str | None = None  # router spec (tiers, frontier, floors); default: the dataset's shipped spec
+    """Every knob of the nested report (YAML keys = ``aco-bert report`` flags)."""
+
+    dataset: str | None = None  # dataset name or path; default: the neural run's (run.json), else swebench-verified
+    spec: str | None = None  # router spec name or YAML path; default: the neural run's whole spec, else the dataset's
     data_dir: str | None = None
-    oof_run: str | None = None  # neural k-fold run directory holding oof.safetensors + oof_meta.json
+    oof_run: str | None = None  # neural k-fold run dir (oof.safetensors + oof_meta.json); its prompts are evaluated
     split: str = "kfold"  # "kfold" (outer K-fold; the neural run's folds when given) or "given" (train/test meta)
     k_outer: int = 5
     k_inner: int = 5
@@ -86,14 +87,12 @@ class RouterEvalConfig:
     # scores, isotonic-calibrated on the training folds like every other source). Not a router: it measures how
     # much signal the nested policies need before they beat the zero-router hull.
     signal_ablation: list[float] = field(default_factory=list)
-    max_prompts: int | None = None  # subsample (seeded) for quick runs
-    out_dir: str | None = None
+    max_prompts: int | None = None  # seeded subsample for quick runs (data.splits.subsample: the rule train uses)
+    out_dir: str | None = None  # write report.json, report.md and the PNGs here
+    json: str | None = None  # write the JSON report here (default: <out_dir>/report.json)
     stacker: StackerConfig = field(default_factory=StackerConfig)
     cost: CostModelConfig = field(default_factory=CostModelConfig)
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
-
-
-
 
 
 def _hull_mix(fixed: Sequence[tuple[int, float, float]], max_cost: float, n: int, rng: np.random.Generator
@@ -115,10 +114,10 @@ def _hull_mix(fixed: Sequence[tuple[int, float, float]], max_cost: float, n: int
     return np.where(rng.random(n) < frac_hi, verts[j], verts[j - 1])
 
 
-def _outer_folds(cfg: RouterEvalConfig, m, neural_fold: np.ndarray | None) -> list[Fold]:
+def _outer_folds(cfg: RouterEvalConfig, m, neural_fold: np.ndarray | None, dataset: str) -> list[Fold]:
     if cfg.split == "given":
         if "split" not in m.meta.columns:
-            raise ValueError(f"dataset {cfg.dataset!r} has no train/test split in its prompt metadata")
+            raise ValueError(f"dataset {dataset!r} has no train/test split in its prompt metadata")
         sp = m.meta["split"].astype(str).to_numpy()
         return [Fold(0, np.flatnonzero(sp == "train"), np.flatnonzero(sp == "test"))]
     if cfg.split != "kfold":
@@ -152,32 +151,42 @@ def _frontier_col(spec, success_tr: np.ndarray, cost_tr: np.ndarray) -> int:
     return int(min(range(len(s)), key=lambda t: (-s[t], c[t])))
 
 
-def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
-    """Run the nested evaluation; writes report.json / report.md / PNGs to ``cfg.out_dir`` when set."""
-    from aco_bert.data import load_outcomes
-    from aco_bert.data.registry import default_spec_name
+def report_json_path(cfg: RouterEvalConfig) -> Path | None:
+    """Where the JSON report goes: ``cfg.json``, else ``<out_dir>/report.json``, else nowhere."""
+    if cfg.json:
+        return Path(cfg.json)
+    return Path(cfg.out_dir) / "report.json" if cfg.out_dir else None
+
+
+def _cascade_outcomes(r, success: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per prompt: the real outcome of the accepted run (NaN kept: unknown, never a failure) and the cost of
+    every run, so a cascade is summarised by the same rule as every other policy."""
+    return success[np.arange(len(r.final)), r.final], r.cost
+
+
+def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Run the nested evaluation; writes report.json (``cfg.json``, else ``<out_dir>/report.json``), and
+    report.md / PNGs to ``cfg.out_dir`` when set."""
+    from aco_bert.evaluation.plots import plot_nested_curves
+    from aco_bert.evaluation.replay import Curve, PolicyResult, evaluate_policies
+    from aco_bert.evaluation.report_inputs import load_report_data
+    from aco_bert.evaluation.report_md import markdown
     from aco_bert.signals.handcrafted import featurize
-    from aco_bert.evaluation.replay import Curve, evaluate_policies
-    from aco_bert.spec import RouterSpec
 
     t_start = time.time()
-    spec = RouterSpec.load(cfg.spec or default_spec_name(cfg.dataset))
-    table = load_outcomes(cfg.dataset, data_dir=cfg.data_dir)
-    m = table.matrix(spec.models)
-    if cfg.max_prompts and cfg.max_prompts < m.n_prompts:
-        keep = np.sort(np.random.default_rng(cfg.seed).choice(m.n_prompts, cfg.max_prompts, replace=False))
-        m = m.subset(keep)
+    data = load_report_data(cfg.dataset, cfg.spec, cfg.data_dir, cfg.oof_run, cfg.max_prompts, cfg.seed, log)
+    spec, m, dataset = data.spec, data.matrix, data.dataset
     ids, n, n_t = m.prompt_ids, m.n_prompts, len(spec.models)
     y, cost = m.success, m.cost
     if np.isnan(cost).all(axis=0).any():
-        raise ValueError(f"spec tiers without any cost in {cfg.dataset!r}: "
+        raise ValueError(f"spec tiers without any cost in {dataset!r}: "
                          f"{[spec.models[t] for t in np.flatnonzero(np.isnan(cost).all(axis=0))]}")
     steps = m.meta["step_type"].tolist() if "step_type" in m.meta.columns else None
     steps = None if steps is None or all(not isinstance(s, str) for s in steps) else \
         [s if isinstance(s, str) else None for s in steps]
     x_feat = featurize(m.prompts, steps).astype(float)
     min_tier = floors_for(spec, m.prompts, steps).min_tier if cfg.floors else np.zeros(m.n_prompts, dtype=int)
-    log(f"[router-eval] {cfg.dataset}: {n} prompts x {n_t} tiers ({spec.name}); "
+    log(f"[router-eval] {dataset}: {n} prompts x {n_t} tiers ({spec.name}); "
         f"{int((min_tier > 0).sum())} prompts with a floor")
 
     neural = None
@@ -192,7 +201,7 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
                   "models": run_models}
         log(f"[router-eval] neural OOF run {cfg.oof_run}: {len(run_models)} tiers, mean AUC "
             f"{meta_n.get('mean_auc')}; spec tiers {'all present' if cols else 'missing: ' + str(missing)}")
-    folds = _outer_folds(cfg, m, None if neural is None or cfg.split == "given" else neural["inputs"].fold)
+    folds = _outer_folds(cfg, m, None if neural is None or cfg.split == "given" else neural["inputs"].fold, dataset)
     traces = trace_arrays(m)
     do_cascade = cfg.cascade if cfg.cascade is not None else bool(np.isfinite(traces["api_calls"]).any())
 
@@ -347,10 +356,11 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
             for j, ((kind, val), esc_kind, acc) in enumerate(casc_combos):
                 first = Threshold(val) if kind == "tau" else FixedTier(int(val))
                 esc = Threshold(2.0) if esc_kind == "argmax" else FixedTier(int(zt))
-                r = Cascade(first, esc, acc).replay(ctx_tr, y[tr], cost[tr], q_tr)
-                pts.append((j, float(r.success.mean()), float(r.cost.mean())))
+                r = summarize(*_cascade_outcomes(Cascade(first, esc, acc).replay(ctx_tr, y[tr], cost[tr], q_tr),
+                                                 y[tr]))
+                pts.append((j, r.success, r.cost_per_task))
                 rt = Cascade(first, esc, acc).replay(ctx_te, y[te], cost[te], q_te)
-                casc_s[j, te], casc_c[j, te] = rt.success, rt.cost
+                casc_s[j, te], casc_c[j, te] = _cascade_outcomes(rt, y[te])
                 casc_runs[j, te] = [len(x) for x in rt.runs]
             for rule in RULES:
                 j = pick(pts, rule)
@@ -391,16 +401,14 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
                        for s in srcs for fam in grids}
     report = evaluate_policies(m, spec.models, decisions=decisions, decision_curves=decision_curves,
                                min_tier=min_tier, frontier=spec.frontier, within=cfg.within, seed=cfg.seed,
-                               dataset=cfg.dataset)
+                               dataset=dataset)
     fcost = report.get("always-frontier").cost_per_task
     if do_cascade:
-        from aco_bert.evaluation.metrics.core import curve_metrics, savings
-        from aco_bert.evaluation.replay import PolicyResult
+        from aco_bert.evaluation.metrics.core import curve_metrics
 
         def _pr(name, s, c, runs, param=None):
-            return PolicyResult(name=name, success=float(np.nanmean(s)), cost_per_task=float(np.nanmean(c)),
-                                n=int(np.isfinite(s).sum()), chosen={"mean_runs": float(np.mean(runs))},
-                                kind="learned", param=param, savings_vs_frontier=savings(float(np.nanmean(c)), fcost))
+            return PolicyResult.from_outcomes(name, s, c, chosen={"mean_runs": float(np.mean(runs))}, kind="learned",
+                                              param=param, frontier_cost=fcost)
 
         for rule in RULES:
             report.policies.insert(len(report.policies) - n_t, _pr(f"stacked + cascade [{rule}]", *casc_sel[rule]))
@@ -414,9 +422,8 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
                 (r["weak_cost"], r["weak_success"]), (r["strong_cost"], r["strong_success"])).to_dict()
 
     # --- diagnostics ---------------------------------------------------------------------------------------------
-    from aco_bert.evaluation.metrics.core import mean_auc, per_tier_auc
     from aco_bert.decision.conformal import coverage_over_splits
-    from aco_bert.evaluation.metrics.core import hull_value
+    from aco_bert.evaluation.metrics.core import hull_value, mean_auc, per_tier_auc
 
     hx, hy = report.curves["zero-router"].hull()
     diag: dict[str, Any] = {"auc": {}, "calibration": {}}
@@ -452,167 +459,24 @@ def run_router_eval(cfg: RouterEvalConfig, log=print) -> dict[str, Any]:
         h = float(hull_value(hx, hy, p.cost_per_task))
         rows.append({**p.to_dict(), "hull_success_at_cost": h, "vs_hull_pts": 100 * (p.success - h)})
     out = {
-        "config": dataclasses.asdict(cfg), "dataset": cfg.dataset, "spec": spec.name, "models": spec.models,
+        "config": dataclasses.asdict(cfg), "dataset": dataset, "spec": spec.name, "models": spec.models,
         "n_prompts": n, "n_folds": len(folds), "sources": srcs, "table": rows,
         "evaluator": report.to_dict(), "diagnostics": diag, "seconds": time.time() - t_start,
         "neural_run": None if neural is None else {"dir": cfg.oof_run, "mean_auc": neural["meta"].get("mean_auc"),
                                                     "config": neural["meta"].get("config")},
     }
     out["markdown"] = markdown(out)
+    json_path = report_json_path(cfg)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(json_path, out, indent=1)
     if cfg.out_dir:
         od = Path(cfg.out_dir)
         od.mkdir(parents=True, exist_ok=True)
-        (od / "report.json").write_text(json.dumps(json_safe(out), indent=1, allow_nan=False))
         (od / "report.md").write_text(out["markdown"])
-        plot_curves(report, od / "cost_quality.png", title=f"{cfg.dataset} ({spec.name}): nested CV, {n} prompts")
+        plot_nested_curves(report, od / "cost_quality.png", title=f"{dataset} ({spec.name}): nested CV, {n} prompts")
         plot_reliability(probs["stacked"], y, od / "reliability_stacked.png", spec.models,
                          title="stacked + isotonic, pooled outer-test predictions")
         plot_reliability(raw_stacked, y, od / "reliability_stacked_raw.png", spec.models,
                          title="stacked before calibration, pooled outer-test predictions")
     return out
-
-
-def merge_holdout_oof(kfold_run: str | Path, holdout_run: str | Path, out: str | Path, max_overlap: int = 10
-                      ) -> Path:
-    """One OOF file for a dataset's own train/test split: k-fold OOF rows of the *train* prompts (run A: neural
-    k-fold on the train split only) + the test prompts scored by the model trained on all train prompts (run B:
-    holdout mode), marked fold = K. No test label ever reaches a model: the stacker trains on A's rows only.
-    """
-    from safetensors.numpy import load_file, save_file
-
-    a, b, out = Path(kfold_run), Path(holdout_run), Path(out)
-    ta, ma = load_file(str(a / "oof.safetensors")), json.loads((a / "oof_meta.json").read_text())
-    tb, mb = load_file(str(b / "test_predictions.safetensors")), json.loads((b / "test_meta.json").read_text())
-    if list(ma["models"]) != list(mb["models"]):
-        raise ValueError(f"{a} and {b} have different tiers")
-    test_ids = list(mb["prompt_ids"])  # in the order of the saved rows (train.py saves rows [index], in order)
-    if len(test_ids) != tb["logits"].shape[0]:
-        raise ValueError(f"{b}: {len(test_ids)} prompt ids for {tb['logits'].shape[0]} predictions")
-    n_te = len(test_ids)
-    overlap = set(ma["prompt_ids"]) & set(test_ids)
-    if len(overlap) > max_overlap:
-        raise ValueError(f"{len(overlap)} test prompts are in the k-fold (train) run, e.g. {sorted(overlap)[:3]}")
-    # A prompt merged across the two split files (RouterBench has a few) belongs to the test side: drop its
-    # k-fold row (counted in the meta), so it is scored by the model trained without it and never trained on.
-    keep = np.array([p not in overlap for p in ma["prompt_ids"]])
-    ta = {k: v[keep] for k, v in ta.items()}
-    ma = {**ma, "prompt_ids": [p for p, kk in zip(ma["prompt_ids"], keep) if kk]}
-    k = int(ta["fold"].max()) + 1
-    arrays = {"logits": np.concatenate([ta["logits"], tb["logits"]]).astype(np.float32),
-              "embeddings": np.concatenate([ta["embeddings"], tb["embeddings"]]).astype(np.float32),
-              "fold": np.concatenate([ta["fold"], np.full(n_te, k)]).astype(np.int64)}
-    if "cost" in ta and "cost" in tb:
-        arrays["cost"] = np.concatenate([ta["cost"], tb["cost"]]).astype(np.float32)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(arrays, str(out / "oof.safetensors"))
-    meta = {**ma, "prompt_ids": list(ma["prompt_ids"]) + test_ids, "merged_from": [str(a), str(b)],
-            "test_fold": k, "holdout_mean_auc": mb.get("mean_auc"),
-            "dropped_from_kfold": sorted(overlap)}
-    (out / "oof_meta.json").write_text(json.dumps(meta))
-    return out
-
-
-def plot_curves(report, path: str | Path, title: str = "") -> Path:
-    """Cost-quality PNG: full range and a zoom on the frontier region (linear cost axis, so hulls are straight).
-
-    Fixed models, the zero-router hull, each learned family's hull (its pooled nested-CV test points), the nested
-    selected operating points, and the oracle.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(14, 6), dpi=110)
-    FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
-    fixed = [p for p in report.policies if p.kind == "fixed"]
-    front = report.get("always-frontier")
-    learned_curves = {k: c for k, c in report.curves.items() if c.kind == "learned" and not k.startswith("ablation")}
-    colors = {}
-    cmap = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
-            "tab:cyan"]
-    for i, k in enumerate(learned_curves):
-        colors[k] = cmap[i % len(cmap)]
-    for ai, ax in enumerate(axes):
-        ax.scatter([p.cost_per_task for p in fixed], [100 * p.success for p in fixed], s=16, color="0.5", zorder=3,
-                   label="fixed models" if ai == 0 else None)
-        hx, hy = report.curves["zero-router"].hull()
-        ax.plot(hx, 100 * hy, color="black", lw=2.2, label="zero-router hull" if ai == 0 else None, zorder=2)
-        for k, c in learned_curves.items():
-            cx, cy = c.hull()
-            ax.plot(cx, 100 * cy, color=colors[k], lw=1.2, alpha=0.9, label=f"{k} (hull)" if ai == 0 else None)
-        if ai == 0:
-            o = report.get("oracle")
-            ax.scatter([o.cost_per_task], [100 * o.success], marker="*", s=150, color="tab:green", label="oracle")
-        for p in report.policies:
-            if p.kind != "learned" or not math.isfinite(p.cost_per_task) or p.name.startswith("ablation"):
-                continue
-            ax.scatter([p.cost_per_task], [100 * p.success], marker="^" if "[match]" in p.name else "v", s=36,
-                       edgecolor="black", linewidth=0.5, zorder=5, label=p.name if ai == 1 else None)
-        ax.scatter([front.cost_per_task], [100 * front.success], marker="D", s=50, color="tab:purple", zorder=6,
-                   label=f"always-frontier ({front.model})" if ai == 0 else None)
-        ax.axvline(0.63 * front.cost_per_task, color="0.6", ls=":", lw=1)
-        ax.axhline(100 * (front.success - 0.01), color="0.6", ls=":", lw=1)
-        ax.set_xlabel("cost per task (USD)")
-        ax.set_ylabel("success (%)")
-        ax.grid(True, alpha=0.3)
-    axes[0].set_title(title or report.dataset, fontsize=9)
-    axes[1].set_xlim(0.3 * front.cost_per_task, 1.15 * front.cost_per_task)
-    axes[1].set_ylim(100 * front.success - 7, 100 * front.success + 2.5)
-    axes[1].set_title("zoom: frontier region (dotted: 37 % savings, frontier - 1 pt)", fontsize=9)
-    axes[0].legend(fontsize=6, loc="lower right")
-    axes[1].legend(fontsize=5.5, loc="lower right", ncol=2)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
-
-
-def _usd(v: float | None) -> str:
-    if v is None or not math.isfinite(v):
-        return "n/a"
-    return f"${v:.4f}" if abs(v) >= 0.01 else f"${v:.4g}"
-
-
-def markdown(out: dict) -> str:
-    """The report tables: policies, curve metrics, AUC/calibration, cost model, conformal coverage."""
-    ev = out["evaluator"]
-    lines = [f"## {out['dataset']} / {out['spec']}: {out['n_prompts']} prompts, {len(out['models'])} tiers, "
-             f"nested CV ({out['n_folds']} outer folds)", "",
-             "| Policy | Success | Cost/Task | Savings vs frontier | Zero-router hull at that cost | vs hull |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in out["table"]:
-        label = f"{r['name']} ({r['model']})" if r.get("model") else r["name"]
-        sv = r.get("savings_vs_frontier")
-        lines.append(f"| {label} | {100 * r['success']:.1f} % | {_usd(r['cost_per_task'])} | "
-                     f"{'-' if sv is None or not math.isfinite(sv) else f'{100 * sv:.1f} %'} | "
-                     f"{100 * r['hull_success_at_cost']:.1f} % | {r['vs_hull_pts']:+.1f} pt |")
-    mets = {k: v for k, v in ev["metrics"].items() if k != "range"}
-    if mets:
-        lines += ["", "| Curve | AIQ | APGR |", "|---|---:|---:|"]
-        for k, v in mets.items():
-            lines.append(f"| {k} | {v['aiq']:.4f} | {v['apgr']:.3f} |")
-    d = out["diagnostics"]
-    lines += ["", "| Source | mean AUC (pooled outer test) | mean ECE | mean ECE (equal mass) | mean Brier |",
-              "|---|---:|---:|---:|---:|"]
-    for s, rep in d["calibration"].items():
-        auc = d["auc"].get(s, {}).get("mean")
-        f = lambda k: float(np.nanmean([r[k] for r in rep]))  # noqa: E731
-        lines.append(f"| {s} | {'-' if auc is None else f'{auc:.3f}'} | {f('ece'):.3f} | {f('ece_mass'):.3f} | "
-                     f"{f('brier'):.4f} |")
-    lines += ["", "| Expected cost | MAE (USD) | mean abs log error |", "|---|---:|---:|"]
-    for k, v in d["cost_model"].items():
-        lines.append(f"| {k} | {_usd(v['mae'])} | {v['log_error']:.3f} |")
-    if d.get("conformal_coverage"):
-        lines += ["", "| LTT target | delta | cal size | population coverage | realised coverage | "
-                      "mean test success | mean test cost | certified |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for c in d["conformal_coverage"]:
-            lines.append(f"| {100 * c['target']:.1f} % | {c['delta']} | {c['cal_size']} | "
-                         f"{100 * c['population_coverage']:.1f} % | {100 * c['realised_coverage']:.1f} % | "
-                         f"{100 * c['mean_test_success']:.1f} % | {_usd(c['mean_test_cost'])} | "
-                         f"{100 * c['frac_certified']:.0f} % |")
-    if d.get("verifier_auc"):
-        v = [a for a in d["verifier_auc"] if a is not None]
-        lines += ["", f"Cascade verifier (real traces), pooled outer-test AUC per tier: "
-                      f"{', '.join(f'{a:.3f}' for a in v)} (mean {np.mean(v):.3f})"]
-    return "\n".join(lines)

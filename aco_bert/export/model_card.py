@@ -1,7 +1,8 @@
 """Model cards: a markdown page per bundle saying what it was trained on, how it was split, and how it did.
 
 Generated from what the bundle already records (manifest, router.yaml) plus, when given, the held-out evaluation
-report, so the card can never claim a number the artifacts do not back.
+report, so the card can never claim a number the artifacts do not back. The one card writer: the exporter renders
+it into every bundle (after the manifest, so parity is on it), and the demo re-renders it with its evaluation.
 """
 
 from __future__ import annotations
@@ -51,9 +52,13 @@ def render_model_card(bundle_dir: str | Path, *, evaluation: dict[str, Any] | No
     if spec.get("floors") or spec.get("step_type_min"):
         lines += ["", f"Safety floors (domain → minimum tier): {spec.get('floors') or {}}; "
                       f"step-type minimums: {spec.get('step_type_min') or {}}."]
+    fitted = ("Stacker, calibrators" if routing.get("mode") == "stacked" else "Isotonic calibrators of the heads")
     lines += ["", "## Split protocol", "",
-              protocol or ("Stacker, calibrators and thresholds were fitted on out-of-fold predictions of the training "
-                           "prompts only; no threshold saw an evaluation prompt.")]
+              protocol or (f"{fitted}, cost model and thresholds were fitted by the stack stage on out-of-fold "
+                           "predictions of the training prompts only; no threshold saw an evaluation prompt.")]
+    oof = (info.get("validation") or {}).get("oof") or {}
+    if oof.get("mean_auc") is not None:
+        lines += ["", f"Out-of-fold mean AUC of the neural heads ({oof.get('n_folds')} folds): {_fmt(oof['mean_auc'])}."]
     if evaluation:
         lines += ["", "## Held-out results", "", "| Policy | Success | Cost/Task | Savings vs frontier |",
                   "|---|---:|---:|---:|"]

@@ -183,7 +183,12 @@ class RouterModel(nn.Module):
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
     def heads(self, pooled: torch.Tensor) -> RouterOutput:
-        """Success/cost/aux heads on a pooled embedding (as returned by :meth:`encode`)."""
+        """Success/cost/aux heads on a pooled embedding (as returned by :meth:`encode`).
+
+        Every head reads the same input (:meth:`_head_input`: L2-normalised when ``config.normalize``). This and
+        :meth:`forward` are the only forward paths: training, the out-of-fold predictions, the ONNX graph
+        (:func:`aco_bert.export.onnx.export_onnx`) and the exporter's torch parity reference all call them, so an
+        exported output cannot skip a step that training applied."""
         x = self.dropout(self._head_input(pooled))
         return RouterOutput(
             logits=self.success_head(x),
@@ -203,12 +208,9 @@ class RouterModel(nn.Module):
             pooled = self.encode(input_ids, attention_mask)
         return self.heads(pooled)
 
-    def export_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Plain-tensor forward for ONNX export: (success logits (B, T), pooled (B, H)); dropout off in eval()."""
-        pooled = self.encode(input_ids, attention_mask)
-        return self.success_head(self.dropout(self._head_input(pooled))), pooled
-
     def _head_input(self, pooled: torch.Tensor) -> torch.Tensor:
+        """What every head sees: the pooled embedding, L2-normalised when ``config.normalize`` (cosine-trained
+        encoders such as MiniLM); ``RouterOutput.pooled`` stays the raw embedding."""
         return nn.functional.normalize(pooled, dim=-1) if self.config.normalize else pooled
 
     def set_attn_implementation(self, attn_implementation: str) -> None:
@@ -264,17 +266,6 @@ class RouterModel(nn.Module):
         model = cls(config, encoder)
         load_model(model, str(d / WEIGHTS_NAME), strict=True, device=str(map_location))
         return model.eval()
-
-
-class OnnxWrapper(nn.Module):
-    """``forward(input_ids, attention_mask) -> (logits, pooled)``: the graph the ONNX export traces."""
-
-    def __init__(self, model: RouterModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.export_forward(input_ids, attention_mask)
 
 
 def save_tokenizer_files(source: str | Path, out: str | Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import weakref
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Sequence
@@ -447,3 +448,36 @@ def encode_batch(tokenizer, texts: Sequence[str], max_length: int = 256, strateg
     """
     seqs = encode_ids(tokenizer, texts, max_length, strategy, tail_tokens)
     return pad_ids(seqs, pad_token_id(tokenizer), pad_to_multiple_of)
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """How prompts are cut to the encoder's length, checked once where the settings are read (a config) instead
+    of deep inside a tokenisation call. The functions above keep their plain keyword arguments (the runtime and
+    the model call them with values a validated config already produced)."""
+
+    max_length: int = 256  # tokens per prompt, special tokens included
+    strategy: str = "head_tail"  # head_tail | head
+    tail_tokens: int | None = None  # head_tail: tokens kept from the end (default max_length // 4)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in TRUNCATION_STRATEGIES:
+            raise ValueError(f"truncation {self.strategy!r} not in {TRUNCATION_STRATEGIES}")
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 8:
+            raise ValueError(f"max_length {self.max_length!r}: expected an integer >= 8")
+        t = self.tail_tokens
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < self.max_length):
+            raise ValueError(f"tail_tokens {t!r}: expected None or an integer in [0, max_length={self.max_length})")
+
+    def encode_truncated(self, tokenizer, texts: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+        """:func:`encode_truncated` with these settings."""
+        return encode_truncated(tokenizer, texts, self.max_length, self.strategy, self.tail_tokens)
+
+    def encode_ids(self, tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
+        """:func:`encode_ids` with these settings."""
+        return encode_ids(tokenizer, texts, self.max_length, self.strategy, self.tail_tokens)
+
+    def encode_batch(self, tokenizer, texts: Sequence[str], pad_to_multiple_of: int | None = None
+                     ) -> dict[str, np.ndarray]:
+        """:func:`encode_batch` with these settings."""
+        return encode_batch(tokenizer, texts, self.max_length, self.strategy, self.tail_tokens, pad_to_multiple_of)

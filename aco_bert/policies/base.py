@@ -1,16 +1,24 @@
-"""Routing policies: map per-prompt, per-tier P(success) and expected cost to a chosen tier.
+"""What every routing policy shares: the context it sees and the :class:`Policy` interface.
 
 One interface for every policy (reference ones replayed by the evaluator, learned ones, the runtime's), and the
 safety floor applied in one place, :meth:`Policy.decide`, so no policy can route below a prompt's minimum tier.
 Tiers are 0-based indices here (tier 1 of a spec is index 0) and ordered cheapest first.
+
+A new policy is one module in this package: a :class:`Policy` subclass decorated with
+:func:`aco_bert.policies.registry.register` (its name in a ``routing:`` section) plus its import line in
+:mod:`aco_bert.policies` (the registration).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from aco_bert.policies.config import PolicyConfig
 
 
 @dataclass
@@ -44,11 +52,39 @@ class RoutingContext:
         """(P, T) bool: tiers at or above each prompt's minimum."""
         return np.arange(self.shape[1])[None, :] >= self.min_tier[:, None]
 
+    def allowed_row(self, i: int) -> np.ndarray:
+        """(T,) bool: row ``i`` of :meth:`allowed` (without building the whole matrix, for per-prompt reasons)."""
+        return np.arange(self.shape[1]) >= self.min_tier[i]
+
+
+@dataclass
+class StepContext(RoutingContext):
+    """A :class:`RoutingContext` that also knows each prompt's step type (for :class:`~aco_bert.policies.PerStep`)."""
+
+    step_types: np.ndarray | None = None  # (P,) object array of str | None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.step_types is not None:
+            self.step_types = np.asarray(self.step_types, dtype=object)
+            if self.step_types.shape != (self.shape[0],):
+                raise ValueError(f"step_types must be ({self.shape[0]},)")
+
+
+def masked(values: np.ndarray, allowed: np.ndarray, fill: float) -> np.ndarray:
+    """``values`` where ``allowed``, ``fill`` elsewhere (an argmax/argmin then never picks a disallowed tier)."""
+    return np.where(allowed, values, fill)
+
 
 class Policy(ABC):
-    """Base class: subclasses implement :meth:`choose`; callers use :meth:`decide` (floors enforced)."""
+    """Base class: subclasses implement :meth:`choose`; callers use :meth:`decide` (floors enforced).
+
+    :meth:`label` and :meth:`reason` explain one prompt's choice (the runtime's ``Decision.policy`` and
+    ``Decision.reasons``); composite policies delegate them to the part that chose that prompt.
+    """
 
     name: str = "policy"
+    requires: tuple[str, ...] = ()  # PolicyConfig knobs that must be set for this policy (checked by the config)
 
     @abstractmethod
     def choose(self, ctx: RoutingContext) -> np.ndarray:
@@ -58,103 +94,21 @@ class Policy(ABC):
         tiers = np.asarray(self.choose(ctx), dtype=int)
         return np.maximum(tiers, ctx.min_tier)
 
+    def label(self, ctx: RoutingContext, i: int) -> str:
+        """Name of the policy that chose prompt ``i`` (a composite names its part, e.g. ``utility (edit)``)."""
+        return self.name
 
-def _masked(values: np.ndarray, allowed: np.ndarray, fill: float) -> np.ndarray:
-    return np.where(allowed, values, fill)
+    def reason(self, ctx: RoutingContext, i: int, raw_tier: int) -> str:
+        """One human-readable line on why prompt ``i`` got ``raw_tier`` (0-based, before floors)."""
+        return self.name
 
-
-@dataclass
-class FixedTier(Policy):
-    """Always the same tier (``always-<model>``; ``cheapest`` is tier 0)."""
-
-    tier: int
-    name: str = "fixed"
-
-    def choose(self, ctx: RoutingContext) -> np.ndarray:
-        return np.full(ctx.shape[0], self.tier, dtype=int)
+    @classmethod
+    def from_config(cls, cfg: "PolicyConfig") -> "Policy":
+        """This policy from its ``routing:`` knobs (registered policies override it)."""
+        raise TypeError(f"{cls.__name__} cannot be built from a routing config")
 
 
-@dataclass
-class Threshold(Policy):
-    """Cheapest allowed tier with P(success) >= tau; if none clears it, the allowed tier with the highest P."""
-
-    tau: float
-    name: str = "threshold"
-
-    def choose(self, ctx: RoutingContext) -> np.ndarray:
-        ok = (ctx.probs >= self.tau) & ctx.allowed()
-        first = np.argmax(ok, axis=1)
-        best = np.argmax(_masked(ctx.probs, ctx.allowed(), -np.inf), axis=1)
-        return np.where(ok.any(axis=1), first, best)
-
-
-@dataclass
-class Utility(Policy):
-    """argmax_t P(success_t) - lam * E[cost_t] over allowed tiers (ties go to the cheaper tier)."""
-
-    lam: float
-    name: str = "utility"
-
-    def choose(self, ctx: RoutingContext) -> np.ndarray:
-        u = ctx.probs - self.lam * ctx.exp_cost
-        return np.argmax(_masked(u, ctx.allowed(), -np.inf), axis=1)
-
-
-@dataclass
-class Budget(Policy):
-    """Best P(success) among allowed tiers whose E[cost] fits the per-task budget (else the cheapest allowed).
-
-    ``per_task`` applies when the context carries no budget of its own; a request's budget wins.
-    """
-
-    per_task: float | None = None
-    name: str = "budget"
-
-    def choose(self, ctx: RoutingContext) -> np.ndarray:
-        p, _ = ctx.shape
-        b = np.full(p, np.inf if self.per_task is None else self.per_task)
-        if ctx.budget is not None:
-            b = np.where(np.isnan(ctx.budget), b, ctx.budget)
-        allowed = ctx.allowed()
-        fits = allowed & (ctx.exp_cost <= b[:, None])
-        best = np.argmax(_masked(ctx.probs, fits, -np.inf), axis=1)
-        cheapest = np.argmin(_masked(ctx.exp_cost, allowed, np.inf), axis=1)
-        return np.where(fits.any(axis=1), best, cheapest)
-
-
-def lambda_for_mean_budget(ctx: RoutingContext, mean_budget: float, iters: int = 60) -> float:
-    """Smallest lambda whose :class:`Utility` policy spends at most ``mean_budget`` per task on ``ctx``.
-
-    Mean cost falls as lambda grows, so bisection on a log scale finds it; used to turn a dataset-level budget
-    into a per-prompt rule on training folds.
-    """
-
-    def spend(lam: float) -> float:
-        t = Utility(lam).decide(ctx)
-        return float(ctx.exp_cost[np.arange(len(t)), t].mean())
-
-    lo, hi = 0.0, 1.0
-    while spend(hi) > mean_budget and hi < 1e9:
-        hi *= 10
-    if spend(lo) <= mean_budget:
-        return lo
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if spend(mid) <= mean_budget else (mid, hi)
-    return hi
-
-
-@dataclass
-class Random(Policy):
-    """Uniformly random allowed tier (seeded): the floor below which a router is useless."""
-
-    seed: int = 0
-    name: str = "random"
-    _rng: np.random.Generator = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._rng = np.random.default_rng(self.seed)
-
-    def choose(self, ctx: RoutingContext) -> np.ndarray:
-        p, t = ctx.shape
-        return ctx.min_tier + (self._rng.random(p) * (t - ctx.min_tier)).astype(int)
+def knob(cfg: Any, name: str, default: Any = None) -> Any:
+    """``cfg.name`` when the config has that field (a :class:`RoutingConfig` has more than a PolicyConfig)."""
+    v = getattr(cfg, name, None)
+    return default if v is None else v

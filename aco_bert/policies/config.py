@@ -8,6 +8,8 @@ the same typed object (``RoutingConfig.from_dict(d, where=...)`` names the file 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +23,19 @@ class CascadeConfig:
     max_runs: int | None = None  # tiers run at most per prompt (None: every tier)
 
     def __post_init__(self) -> None:
+        _number("cascade.accept", self.accept)
+        if self.max_runs is not None and (isinstance(self.max_runs, bool)
+                                          or not isinstance(self.max_runs, numbers.Integral)):
+            raise ValueError(f"cascade.max_runs must be an integer, got {self.max_runs!r}")
         if not 0.0 <= float(self.accept) <= 1.0:
             raise ValueError(f"cascade.accept {self.accept} not in [0, 1]")
         if self.max_runs is not None and int(self.max_runs) < 1:
             raise ValueError(f"cascade.max_runs {self.max_runs} must be >= 1")
+
+
+def _number(where: str, v: Any) -> None:
+    if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)):
+        raise ValueError(f"{where} must be a finite number, got {v!r}")
 
 
 @dataclass
@@ -37,9 +48,14 @@ class PolicyConfig:
     budget: float | None = None  # budget: default per-task USD (a request's own budget wins)
 
     def __post_init__(self) -> None:
-        need = {"threshold": "tau", "target-success": "tau", "utility": "lam"}.get(self.policy)
-        if need is not None and getattr(self, need) is None:
-            raise ValueError(f"routing policy {self.policy!r} needs {need}")
+        from aco_bert.policies.registry import policy_class
+
+        cls = policy_class(self.policy)  # an unknown name is refused here, where the config is read
+        for k in ("tau", "lam", "budget"):
+            _number(k, getattr(self, k))
+        for need in cls.requires:
+            if getattr(self, need) is None:
+                raise ValueError(f"routing policy {self.policy!r} needs {need}")
         if self.budget is not None and float(self.budget) < 0:
             raise ValueError(f"budget {self.budget} must be >= 0")
 
@@ -60,6 +76,13 @@ class RoutingConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        from aco_bert.data.schema import STEP_TYPES
+
+        _number("target", self.target)
+        _number("delta", self.delta)
+        bad = sorted(k for k in self.per_step if k not in STEP_TYPES)
+        if bad:
+            raise ValueError(f"per_step: unknown step types {bad}; expected {list(STEP_TYPES)}")
         if self.mode not in MODES:
             raise ValueError(f"routing mode {self.mode!r} not in {MODES}")
         if self.cost_heads_input not in COST_HEADS_INPUTS:
@@ -67,9 +90,29 @@ class RoutingConfig(PolicyConfig):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "routing") -> "RoutingConfig":
+        """The validated routing section; every error (nested ``cascade``/``per_step`` entries too) starts with
+        ``where`` (e.g. ``bundles/x/router.yaml:routing``)."""
         from aco_bert.config import from_dict
 
-        return from_dict(cls, dict(data), where=where)
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+        data = dict(data)
+        try:
+            if isinstance(data.get("cascade"), dict):
+                data["cascade"] = from_dict(CascadeConfig, data["cascade"], where=f"{where}.cascade")
+            if isinstance(data.get("per_step"), dict):
+                steps = {}
+                for k, v in data["per_step"].items():
+                    if not isinstance(v, (dict, PolicyConfig)):
+                        raise ValueError(f"{where}.per_step.{k}: expected a mapping like "
+                                         "{policy: threshold, tau: 0.7}")
+                    steps[k] = v if isinstance(v, PolicyConfig) else from_dict(PolicyConfig, v,
+                                                                                where=f"{where}.per_step.{k}")
+                data["per_step"] = steps
+            return from_dict(cls, data, where=where)
+        except (TypeError, ValueError) as e:
+            msg = str(e)
+            raise ValueError(msg if msg.startswith(where) else f"{where}: {msg}") from e
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

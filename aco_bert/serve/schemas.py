@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from aco_bert.data.messages import content_text, messages_to_text
+
 _STRICT = ConfigDict(strict=True, extra="forbid")
 
 
@@ -26,22 +28,20 @@ class ContentPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")  # name, tool_calls, tool_call_id ... are passed through
     role: str = Field(min_length=1)
-    content: str | list[ContentPart] | None = None
+    content: str | list[ContentPart | str] | None = None  # a bare string part is text, as in the OpenAI format
+
+    def plain(self) -> dict[str, Any]:
+        """``role`` and ``content`` as plain JSON data, the form :mod:`aco_bert.data.messages` reads."""
+        return self.model_dump(include={"role", "content"})
 
     def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "\n".join(p.text for p in self.content if p.type == "text" and p.text)
+        return content_text(self.plain()["content"])
 
 
 def messages_text(messages: list[ChatMessage]) -> str:
-    """The text the router sees for a conversation: every message's text, in order.
-
-    The router's head+tail truncation then keeps the task statement (head) and the latest step (tail).
-    """
-    return "\n\n".join(t for t in (m.text() for m in messages) if t)
+    """The text the router sees for a conversation (:func:`aco_bert.data.messages.messages_to_text`, the same
+    function the batch scorer uses); "" when it holds none, so each request model words its own error."""
+    return messages_to_text([m.plain() for m in messages], require_text=False)
 
 
 class RoutingFields(BaseModel):

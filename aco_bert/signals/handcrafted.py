@@ -199,6 +199,19 @@ def detect_domains(text: str) -> list[str]:
     return [d for d, i in _DOMAIN_INDEX if counts[i] > 0]
 
 
+def domains_from_features(features: np.ndarray) -> list[list[str]]:
+    """Per row of a :func:`featurize` matrix, the domains :func:`detect_domains` finds in its text, in the same order.
+
+    The ``domain_*`` columns are exactly :func:`detect_domains`'s flags (the same keyword counts), so the router's
+    floors read them instead of scanning every prompt a second time."""
+    features = np.asarray(features)
+    if features.ndim != 2 or features.shape[1] != N_FEATURES:
+        raise ValueError(f"expected (n, {N_FEATURES}) featurize rows, got {features.shape}")
+    first = FEATURE_NAMES.index(f"domain_{DOMAINS[0]}")
+    found = features[:, first: first + len(DOMAINS)] > 0
+    return [[d for d, f in zip(DOMAINS, row) if f] for row in found.tolist()]
+
+
 # --- byte-level statistics -------------------------------------------------------------------------------------
 
 _WS = np.zeros(256, dtype=bool)
@@ -231,11 +244,6 @@ def _byte_counts(text: str) -> tuple[int, int, int, int, int]:
     return (b.translate(_T_TOKEN).count(b" x"), len(b) - len(b.translate(None, _DIGIT_BYTES)),
             len(b) - len(b.translate(None, _UPPER_BYTES)), b.translate(_T_NUMBER).count(b" 1"),
             b.translate(_T_QUESTION).count(b"? "))
-
-
-def _byte_stats(texts: list[str]) -> np.ndarray:
-    """(n, 5) per-text counts: whitespace tokens, digits, ASCII capitals, numbers, questions (see :func:`_byte_counts`)."""
-    return np.array([_byte_counts(t) for t in texts], dtype=np.int64).reshape(len(texts), 5)
 
 
 def _regex_row(text: str) -> list[float]:

@@ -1,0 +1,106 @@
+"""Cascade with execution feedback: run a tier, judge from its trace whether it succeeded, accept or escalate.
+
+Why: before a run the router only has the prompt text; *after* a run it also has how the run went (an agent that
+burns many API calls on a task has usually failed it). The verifier (:class:`aco_bert.decision.verifier.Verifier`)
+turns that into P(this run succeeded); the cascade accepts the answer when that is high enough, else escalates to
+the tier its ``escalate`` policy picks strictly above the one that ran. The bill counts *every* tier that ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from aco_bert.policies.base import Policy, RoutingContext
+
+if TYPE_CHECKING:
+    from aco_bert.policies.config import RoutingConfig
+    from aco_bert.types import Escalation
+
+
+@dataclass
+class CascadeResult:
+    success: np.ndarray  # (P,) outcome of the accepted run
+    cost: np.ndarray  # (P,) sum of the cost of every run
+    runs: list[list[int]]  # tiers run per prompt, in order
+    final: np.ndarray  # (P,) accepted tier
+
+    def summary(self) -> dict:
+        return {"success": float(self.success.mean()), "cost_per_task": float(self.cost.mean()),
+                "mean_runs": float(np.mean([len(r) for r in self.runs])),
+                "escalated": float(np.mean([len(r) > 1 for r in self.runs]))}
+
+
+def with_min_tier(ctx: RoutingContext, min_tier: np.ndarray) -> RoutingContext:
+    """A plain context like ``ctx`` whose floors are raised to at least ``min_tier`` (the tiers above a run)."""
+    return RoutingContext(ctx.probs, ctx.exp_cost, np.maximum(ctx.min_tier, min_tier), ctx.budget)
+
+
+@dataclass
+class Cascade(Policy):
+    """``first`` picks the first tier; after each run, accept if the verifier's score >= ``accept``, else
+    ``escalate`` picks among tiers strictly above the one that ran (floors still apply). ``max_runs`` caps it.
+
+    As a :class:`Policy` it is its first pick (what runs before any feedback)."""
+
+    first: Policy
+    escalate: Policy
+    accept: float
+    max_runs: int = 2
+    name: str = "cascade"
+
+    @classmethod
+    def from_config(cls, cfg: "RoutingConfig", n_tiers: int | None = None) -> "Cascade":
+        """A bundle's cascade: its default policy picks first and escalates; ``cascade.max_runs`` unset = every
+        tier (``n_tiers``)."""
+        from aco_bert.policies.registry import named_policy
+
+        pol = named_policy(cfg)
+        max_runs = cfg.cascade.max_runs if cfg.cascade.max_runs is not None else (n_tiers or cls.max_runs)
+        return cls(first=pol, escalate=pol, accept=float(cfg.cascade.accept), max_runs=int(max_runs))
+
+    def choose(self, ctx: RoutingContext) -> np.ndarray:
+        return self.first.choose(ctx)
+
+    def label(self, ctx: RoutingContext, i: int) -> str:
+        return self.first.label(ctx, i)
+
+    def reason(self, ctx: RoutingContext, i: int, raw_tier: int) -> str:
+        return self.first.reason(ctx, i, raw_tier)
+
+    def replay(self, ctx: RoutingContext, success: np.ndarray, cost: np.ndarray, scores: np.ndarray
+               ) -> CascadeResult:
+        """Offline replay on real outcomes. ``scores`` (P, T) = verifier P(success | that tier's real trace)."""
+        success, cost, scores = (np.asarray(a, float) for a in (success, cost, scores))
+        p_n, t_n = ctx.shape
+        rows = np.arange(p_n)
+        cur = self.first.decide(ctx)
+        runs = [[int(t)] for t in cur]
+        total = np.nan_to_num(cost[rows, cur])
+        active = np.ones(p_n, dtype=bool)
+        for _ in range(self.max_runs - 1):
+            q = scores[rows, cur]
+            esc = active & (q < self.accept) & (cur < t_n - 1)
+            if not esc.any():
+                break
+            nxt = self.escalate.decide(with_min_tier(ctx, np.minimum(cur + 1, t_n - 1)))
+            cur = np.where(esc, nxt, cur)
+            total = total + np.where(esc, np.nan_to_num(cost[rows, cur]), 0.0)
+            for i in np.flatnonzero(esc):
+                runs[i].append(int(cur[i]))
+            active = esc
+        return CascadeResult(np.nan_to_num(success[rows, cur]), total, runs, cur)
+
+    def step(self, ctx: RoutingContext, tier_run: int, score: float,
+             tier_names: Sequence[str] | None = None) -> "Escalation":
+        """Runtime decision for ONE prompt (ctx of one row) after ``tier_run`` (0-based) ran and was scored."""
+        from aco_bert.types import Escalation
+
+        accept = bool(score >= self.accept) or tier_run >= ctx.shape[1] - 1
+        nxt = None if accept else int(self.escalate.decide(with_min_tier(ctx, np.array([tier_run + 1])))[0])
+        reasons = [f"verifier P(success)={score:.3f} {'>=' if score >= self.accept else '<'} accept {self.accept:.3f}"]
+        return Escalation(accept=accept, p_success=float(score), tier_run=tier_run + 1,
+                          next_tier=None if nxt is None else nxt + 1,
+                          next_model=None if nxt is None or tier_names is None else tier_names[nxt], reasons=reasons)

@@ -1,0 +1,116 @@
+"""What a scoring run is given (:class:`ScoreConfig`, also its command line) and what it reports back.
+
+The config is the whole run: the CLI flags are generated from its fields (:func:`aco_bert.config.run_verb`), and
+the fields marked (resume) make up the identity that decides whether an earlier run's part files may be reused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ON_ERROR = ("mark", "stop")
+FORMATS = ("parquet", "jsonl")
+INPUT_FORMATS = ("jsonl", "csv", "parquet")
+MAX_REPORTED_ERRORS = 20  # printed; every bad row is still marked in the output's `error` column
+
+
+class ScoreError(RuntimeError):
+    """A run that stopped: ``--on-error stop`` hit a bad row (``row`` is its 0-based input index)."""
+
+    def __init__(self, message: str, row: int | None = None):
+        self.row = row
+        super().__init__(message)
+
+
+@dataclass
+class ScoreConfig:
+    """Everything a scoring run depends on; the fields marked (resume) decide whether old parts may be reused."""
+
+    bundle: str  # router bundle folder (from python -m aco_bert.export)
+    input: str  # jsonl/csv/parquet file, a folder of them, a `datasets` folder, or a Hub dataset name
+    output: str  # output file: .parquet (default) or .jsonl
+    text_column: str = "prompt"  # (resume)
+    messages_column: str = "messages"  # (resume) chat messages: [{role, content}], used when the text is absent
+    step_type_column: str = "step_type"  # (resume) optional; one of aco_bert.data.schema.STEP_TYPES when set
+    id_column: str | None = None  # (resume) copied to the output; default: prompt_id or id when the input has one
+    domain_column: str | None = None  # (resume) optional domain(s) per row -> the spec's safety floors
+    budget_column: str | None = None  # (resume) optional per-row USD budget
+    split: str | None = None  # split of a `datasets` folder / Hub dataset
+    hf_config: str | None = None  # config name of a Hub dataset
+    input_format: str | None = None  # jsonl | csv | parquet when the suffix does not say
+    chunk_size: int = 2048  # (resume) rows per chunk = per part file = the memory bound
+    batch_size: int = 32  # (resume) prompts per forward pass
+    workers: int = 0  # worker processes, each loading the bundle once (0: score in this process)
+    threads: int | None = None  # ONNX Runtime intra-op threads per process (default: cores / workers)
+    on_error: str = "mark"  # mark: bad rows get an `error` and no decision | stop: stop at the first bad row
+    evaluate: bool = False  # (resume) input is a canonical outcome table: score each prompt once, replay it
+    format: str | None = None  # (resume) parquet | jsonl; default from the output suffix
+    int8: bool | None = None  # (resume) true/false force the int8/fp32 model; None: int8 when the bundle has it
+    fresh: bool = False  # discard earlier progress for this output
+    keep_parts: bool = False  # keep <output>.parts/ after assembling
+    progress: bool = True  # tqdm bar on stderr
+    plot: str | None = None  # --evaluate: PNG path (default <output stem>.cost_quality.png)
+    report_json: str | None = None  # --evaluate: JSON report path (default <output stem>.eval.json)
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+        for name in ("chunk_size", "batch_size", "workers", "threads"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ValueError(f"{name} must be an integer, got {v!r}")
+        if self.chunk_size < 1 or self.batch_size < 1 or self.workers < 0:
+            raise ValueError("chunk_size and batch_size must be >= 1, workers >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.input_format is not None and self.input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {self.input_format!r}")
+        fmt = self.format or output_format(self.output)
+        if fmt not in FORMATS:
+            raise ValueError(f"output format must be one of {FORMATS}, got {fmt!r}")
+        self.format = fmt
+
+
+def output_format(path: str | Path) -> str:
+    """parquet unless the output's name ends in .jsonl/.ndjson/.json."""
+    return "jsonl" if str(path).lower().endswith((".jsonl", ".ndjson", ".json")) else "parquet"
+
+
+@dataclass
+class ScoreSummary:
+    """What a finished run did: row and error counts, chunks resumed, and the --evaluate report when asked."""
+
+    output: str
+    format: str
+    n_rows: int
+    n_errors: int
+    errors: list[tuple[int, str]]  # first MAX_REPORTED_ERRORS (row, reason)
+    n_chunks: int
+    chunks_resumed: int
+    seconds: float
+    blank_lines: int = 0
+    evaluation: Any = None  # EvalReport when --evaluate
+    plot: str | None = None
+    report_json: str | None = None
+
+    @property
+    def n_scored(self) -> int:
+        return self.n_rows - self.n_errors
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.n_rows / self.seconds if self.seconds > 0 else float("nan")
+
+    def text(self) -> str:
+        lines = [f"scored {self.n_rows} rows ({self.n_scored} routed, {self.n_errors} marked bad) in "
+                 f"{self.n_chunks} chunks ({self.chunks_resumed} resumed) in {self.seconds:.1f} s -> {self.output}"]
+        if self.blank_lines:
+            lines.append(f"note: {self.blank_lines} blank line(s) in the jsonl input are not records and were not "
+                         "scored")
+        for row, reason in self.errors:
+            lines.append(f"bad row {row}: {reason}")
+        if self.n_errors > len(self.errors):
+            lines.append(f"... and {self.n_errors - len(self.errors)} more bad rows (see the `error` column)")
+        return "\n".join(lines)

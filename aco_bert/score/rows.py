@@ -1,0 +1,163 @@
+"""One input row -> what the router takes (text, step type, domains, budget), and the fixed output schema.
+
+Every check here raises ValueError with a reason; the chunk scorer catches it and marks that row bad in the
+``error`` column, so a malformed row is reported at its index instead of failing (or silently leaving) the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from aco_bert.data.messages import messages_to_text
+from aco_bert.score.config import ScoreConfig
+from aco_bert.score.sources import InputError, TableSource
+
+ID_CANDIDATES = ("prompt_id", "id")
+FIXED_COLUMNS = ("row", "step_type", "tier", "model", "p_success", "exp_cost", "min_tier", "policy", "n_tokens",
+                 "truncated", "reasons", "error")
+
+
+def is_missing(v: Any) -> bool:
+    """None or NaN: how csv/parquet/pandas spell an absent cell."""
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def row_text(text: Any, messages: Any, text_col: str, msg_col: str) -> str:
+    """The row's routed text: the text column when it holds text, else the chat messages' text."""
+    if isinstance(text, str) and text.strip():
+        return text
+    if not is_missing(messages) and not (isinstance(messages, str) and not messages.strip()):
+        return messages_to_text(messages)
+    if isinstance(text, str):
+        raise ValueError(f"empty text in column {text_col!r}")
+    if is_missing(text):
+        raise ValueError(f"no text: neither column {text_col!r} nor {msg_col!r} has a value")
+    raise ValueError(f"column {text_col!r} holds a {type(text).__name__}, not text")
+
+
+def row_step_type(v: Any, allowed: frozenset[str]) -> str | None:
+    if is_missing(v) or (isinstance(v, str) and not v.strip()):
+        return None
+    if not isinstance(v, str) or v.strip() not in allowed:
+        raise ValueError(f"unknown step_type {v!r}; expected one of {sorted(allowed)}")
+    return v.strip()
+
+
+def row_domain(v: Any) -> str | list[str] | None:
+    """One domain, a comma-separated list (csv) or a list of domains."""
+    if is_missing(v) or (isinstance(v, str) and not v.strip()):
+        return None
+    if isinstance(v, str):
+        return [d.strip() for d in v.split(",") if d.strip()] if "," in v else v.strip()
+    if isinstance(v, (list, tuple)) and all(isinstance(d, str) for d in v):
+        return list(v)
+    raise ValueError(f"domain {v!r} is not a string or a list of strings")
+
+
+def row_budget(v: Any) -> float | None:
+    if is_missing(v) or (isinstance(v, str) and not v.strip()):
+        return None
+    try:
+        b = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"budget {v!r} is not a number") from None
+    if math.isnan(b) or b < 0:
+        raise ValueError(f"budget {v!r} must be a number >= 0")
+    return b
+
+
+# --- which input columns a run reads ---------------------------------------------------------------------------
+
+
+@dataclass
+class Columns:
+    """Which input columns a run reads (resolved once, shipped to workers, part of the resume identity)."""
+
+    text: str
+    messages: str
+    step_type: str | None
+    id: str | None
+    domain: str | None
+    budget: str | None
+
+    def wanted(self) -> list[str]:
+        return [c for c in (self.text, self.messages, self.step_type, self.id, self.domain, self.budget) if c]
+
+
+def resolve_columns(cfg: ScoreConfig, src: TableSource) -> Columns:
+    """The run's columns, checked against what the input declares (a named column that is absent is an error
+    for the whole input, not for every row)."""
+    has_text, has_msgs = src.has_column(cfg.text_column), src.has_column(cfg.messages_column)
+    if has_text is False and has_msgs is False:
+        raise InputError(f"{src.location}: no text column {cfg.text_column!r} and no messages column "
+                         f"{cfg.messages_column!r}; columns are {src.columns} (use --text-column / --messages-column)")
+    for flag, col in (("--id-column", cfg.id_column), ("--domain-column", cfg.domain_column),
+                      ("--budget-column", cfg.budget_column)):
+        if col is not None and src.has_column(col) is False:
+            raise InputError(f"{src.location}: {flag} {col!r} is not a column; columns are {src.columns}")
+    id_col = cfg.id_column
+    known = src.columns if src.columns is not None else src.first_keys
+    if id_col is None and known is not None:
+        id_col = next((c for c in ID_CANDIDATES if c in known), None)
+    step = cfg.step_type_column if src.has_column(cfg.step_type_column) is not False else None
+    return Columns(cfg.text_column, cfg.messages_column, step, id_col, cfg.domain_column, cfg.budget_column)
+
+
+def first_record_check(src: TableSource, cols: Columns) -> None:
+    """jsonl declares no columns: if its first parseable record has neither text nor messages, every row would be
+    bad -- say so at once instead of marking the whole file."""
+    keys = src.first_keys
+    if src.kind == "jsonl" and keys is not None and cols.text not in keys and cols.messages not in keys:
+        raise InputError(f"{src.location}: the first record has neither {cols.text!r} nor {cols.messages!r} "
+                         f"(it has {keys}; use --text-column / --messages-column)")
+
+
+# --- the output table ----------------------------------------------------------------------------------------
+
+
+def out_id_name(id_column: str | None) -> str | None:
+    """The id's output column name (prefixed when it would clash with a fixed column)."""
+    if id_column is None:
+        return None
+    return f"input_{id_column}" if id_column in FIXED_COLUMNS else id_column
+
+
+def output_schema(models: Sequence[str], id_column: str | None = None):
+    """The fixed output schema: row, [id], step_type, decision, per-tier ``p:<model>`` / ``cost:<model>``, error.
+
+    Fixed (not inferred per chunk) so every part file and the assembled output agree even when a chunk is all
+    errors."""
+    import pyarrow as pa
+
+    fields = [pa.field("row", pa.int64(), nullable=False)]
+    if id_column is not None:
+        fields.append(pa.field(out_id_name(id_column), pa.string()))
+    fields += [pa.field("step_type", pa.string()), pa.field("tier", pa.int32()), pa.field("model", pa.string()),
+               pa.field("p_success", pa.float64()), pa.field("exp_cost", pa.float64())]
+    fields += [pa.field(f"p:{m}", pa.float64()) for m in models]
+    fields += [pa.field(f"cost:{m}", pa.float64()) for m in models]
+    fields += [pa.field("min_tier", pa.int32()), pa.field("policy", pa.string()), pa.field("n_tokens", pa.int32()),
+               pa.field("truncated", pa.bool_()), pa.field("reasons", pa.list_(pa.string())),
+               pa.field("error", pa.string())]
+    return pa.schema(fields, metadata={"aco_bert.tiers": json.dumps(list(models))})
+
+
+def finite(v: float) -> float | None:
+    """A float for the output, None (null) for inf/NaN (jsonl must stay valid JSON)."""
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+@dataclass
+class ChunkResult:
+    """One scored chunk: its rows in :func:`output_schema`, in input order, and its bad rows."""
+
+    index: int
+    start: int
+    n: int
+    table: Any  # pyarrow.Table in output_schema
+    errors: list[tuple[int, str]]  # (input row, reason) for every bad row of the chunk
+    n_errors: int = 0
