@@ -26,7 +26,7 @@ from aco_bert.signals import handcrafted as F
 from aco_bert.decision.calibration import IsotonicCalibrator
 from aco_bert.data.schema import STEP_TYPES
 from aco_bert.model.tokenization import (
-    _fast_path,
+    fast_path,
     encode_ids,
     encode_truncated,
     load_tokenizer,
@@ -74,7 +74,7 @@ def _assert_same(tok, texts, lengths=LENGTHS, cuts=CUTS):
 
 
 def test_fast_path_is_used_for_the_minilm_tokenizer(tok):
-    assert _fast_path(tok) is not None
+    assert fast_path(tok) is not None
 
 
 def test_truncated_ids_and_full_count_equal_full_tokenisation_on_real_texts(tok, real_texts):
@@ -145,11 +145,11 @@ def test_tokenizers_it_cannot_reproduce_use_the_rust_path(tok):
 
     wl = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2}, unk_token="[UNK]"))
     wl.pre_tokenizer = pre_tokenizers.Whitespace()
-    assert _fast_path(wl) is None
+    assert fast_path(wl) is None
     assert encode_truncated(wl, ["a b c a"], 3) == ([[1, 2, 0]], [4])
     cut = load_tokenizer("minilm")
     cut.enable_truncation(8)
-    assert _fast_path(cut) is None
+    assert fast_path(cut) is None
     with pytest.raises(ValueError, match="no room"):
         encode_truncated(tok, ["a b c d e"], 2)
     with pytest.raises(ValueError, match="unknown truncation"):

@@ -87,7 +87,11 @@ class LTTResult:
 
 def policy_outcomes(policy: Policy, ctx: RoutingContext, success: np.ndarray, cost: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-prompt (success, cost) of ``policy`` (floors enforced) on real outcomes; NaN success -> 0."""
+    """Per-prompt (success, cost) of ``policy`` (floors enforced) on real outcomes.
+
+    A missing outcome counts as a failure here, unlike in evaluation (:func:`aco_bert.evaluation.metrics.core
+    .summarize` excludes it): the Learn-then-Test bound must hold for the prompts routed, so an unknown outcome is
+    taken at its worst case, which keeps the guarantee conservative."""
     t = policy.decide(ctx)
     rows = np.arange(len(t))
     s = np.nan_to_num(np.asarray(success, float)[rows, t], nan=0.0)

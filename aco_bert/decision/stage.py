@@ -118,22 +118,13 @@ def _fit_heads(cfg, inputs, y, cost, spec, m, out: Path):
     return held, cm.predict(n=len(raw))
 
 
-def _policy(routing: dict[str, Any]):
-    """The chosen default policy, for replaying the cascade on held-out outcomes."""
-    from aco_bert.policies import Threshold, Utility
-
-    if routing["policy"] == "utility":
-        return Utility(float(routing["lam"]))
-    return Threshold(float(routing["tau"]), name=routing["policy"])
-
-
 def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
     """Fit the decision layer of ``cfg.run``; returns ``{"out", "routing" (dict), "report", "info" (StackInfo)}``."""
     from aco_bert.data.splits import kfold
     from aco_bert.decision.calibration import calibration_report
     from aco_bert.evaluation.metrics.core import realised
     from aco_bert.evaluation.selection import TAUS, lambda_grid, select_match
-    from aco_bert.policies import (CascadeConfig, RoutingConfig, RoutingContext, TargetSuccess, Threshold, Utility,
+    from aco_bert.policies import (CascadeConfig, PolicyConfig, RoutingConfig, named_policy, RoutingContext, TargetSuccess, Threshold, Utility,
                                    floors_for)
     from aco_bert.signals.handcrafted import featurize
     from aco_bert.spec import RouterSpec
@@ -176,10 +167,7 @@ def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
 
     min_tier = floors_for(spec, m.prompts, steps).min_tier
     ctx = RoutingContext(held, held_cost, min_tier)
-    if cfg.mode == "heads":  # the heads rule (as the exporter chose it): the spec's frontier, else the top tier
-        fc = spec.models.index(spec.frontier) if spec.frontier in spec.models else spec.n_tiers - 1
-    else:
-        fc = spec.models.index(spec.frontier) if spec.frontier else int(np.nanargmax(np.nanmean(y, axis=0)))
+    fc = spec.models.index(spec.frontier) if spec.frontier else int(np.nanargmax(np.nanmean(y, axis=0)))
     s_front = float(np.nanmean(y[:, fc]))
     target = cfg.target if cfg.target is not None else s_front - cfg.within
     routing: dict[str, Any] = {"mode": cfg.mode, "policy": cfg.policy, "target": target, "delta": cfg.delta}
@@ -187,17 +175,10 @@ def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
                               "frontier_success": s_front,
                               "calibration_held_out": calibration_report(held, y, spec.models),
                               "cost_held_out": {"xgb" if cfg.mode == "stacked" else "mean": cost_errors(held_cost, cost)}}
-    if cfg.policy == "target-success" and cfg.mode == "heads":
-        # Learn-then-Test on the cross-fitted calibrated probabilities, without floors (same numbers as before).
-        ok = ~np.isnan(held).any(axis=1)
-        ts = TargetSuccess(target, cfg.delta).fit(RoutingContext(held[ok], held_cost[ok]), y[ok], cost[ok])
-        routing.update({"tau": float(ts.tau), "guaranteed": bool(ts.guaranteed),
-                        "tau_source": "learn-then-test on held-out calibrated out-of-fold probabilities"})
-        report["ltt"] = ts.result.to_dict()
-    elif cfg.policy == "target-success":
+    if cfg.policy == "target-success":
         ts = TargetSuccess(target, cfg.delta, fallback_tier=fc).fit(ctx, y, cost)
         routing.update({"tau": ts.tau, "guaranteed": ts.guaranteed,
-                        "tau_source": "learn-then-test on the stacker's held-out calibrated probabilities"})
+                        "tau_source": f"learn-then-test on the {cfg.mode} layer's held-out calibrated probabilities"})
         if not ts.guaranteed:
             # What the runtime can do without a guarantee: route everything to the frontier (tau above 1).
             routing["tau"] = NO_CERTIFIED_TAU
@@ -220,11 +201,12 @@ def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
 
         q = cross_fit_verifier(y, traces, folds, inputs.features, held, cfg.verifier)
         Verifier.fit(y, traces, inputs.features, held, cfg.verifier, tiers=spec.models).save(out / L.VERIFIER_DIR)
-        pol = _policy(routing)
+        pol = named_policy(PolicyConfig(policy=routing["policy"], tau=routing.get("tau"), lam=routing.get("lam")))
         pts = []
         for acc in [0.0] + [round(float(a), 3) for a in np.linspace(0.3, 0.95, 14)]:
             r = Cascade(pol, pol, acc).replay(ctx, y, cost, q)
-            pts.append((acc, float(r.success.mean()), float(r.cost.mean())))
+            sm = r.summary()
+            pts.append((acc, sm["success"], sm["cost_per_task"]))
         # escalate only as much as needed: the cheapest accept threshold whose held-out success meets the target
         best = select_match(pts, target + cfg.margin)
         routing["cascade"] = CascadeConfig(accept=float(best), max_runs=2)

@@ -44,7 +44,7 @@ from aco_bert.decision.calibration import (
     calibration_report,
     plot_reliability,
 )
-from aco_bert.evaluation.metrics.core import realised, summarize
+from aco_bert.evaluation.metrics.core import realised
 from aco_bert.evaluation.selection import RULES, TAUS, lambda_grid, select_match, select_savings
 from aco_bert.decision.verifier import Verifier, VerifierConfig, trace_arrays
 from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors
@@ -156,12 +156,6 @@ def report_json_path(cfg: RouterEvalConfig) -> Path | None:
     if cfg.json:
         return Path(cfg.json)
     return Path(cfg.out_dir) / "report.json" if cfg.out_dir else None
-
-
-def _cascade_outcomes(r, success: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per prompt: the real outcome of the accepted run (NaN kept: unknown, never a failure) and the cost of
-    every run, so a cascade is summarised by the same rule as every other policy."""
-    return success[np.arange(len(r.final)), r.final], r.cost
 
 
 def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) -> dict[str, Any]:
@@ -356,11 +350,10 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
             for j, ((kind, val), esc_kind, acc) in enumerate(casc_combos):
                 first = Threshold(val) if kind == "tau" else FixedTier(int(val))
                 esc = Threshold(2.0) if esc_kind == "argmax" else FixedTier(int(zt))
-                r = summarize(*_cascade_outcomes(Cascade(first, esc, acc).replay(ctx_tr, y[tr], cost[tr], q_tr),
-                                                 y[tr]))
-                pts.append((j, r.success, r.cost_per_task))
+                r = Cascade(first, esc, acc).replay(ctx_tr, y[tr], cost[tr], q_tr).summary()
+                pts.append((j, r["success"], r["cost_per_task"]))
                 rt = Cascade(first, esc, acc).replay(ctx_te, y[te], cost[te], q_te)
-                casc_s[j, te], casc_c[j, te] = _cascade_outcomes(rt, y[te])
+                casc_s[j, te], casc_c[j, te] = rt.success, rt.cost
                 casc_runs[j, te] = [len(x) for x in rt.runs]
             for rule in RULES:
                 j = pick(pts, rule)

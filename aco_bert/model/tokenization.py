@@ -371,7 +371,7 @@ class _WordPieceFast:
 _FAST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _fast_path(tokenizer) -> _WordPieceFast | None:
+def fast_path(tokenizer) -> _WordPieceFast | None:
     """The (cached) fast path of a tokenizer without truncation/padding of its own, else None."""
     if tokenizer.truncation is not None or tokenizer.padding is not None:
         return None
@@ -393,7 +393,7 @@ def encode_truncated(tokenizer, texts: Sequence[str], max_length: int, strategy:
         return [], []
     if strategy not in TRUNCATION_STRATEGIES:
         raise ValueError(f"unknown truncation strategy {strategy!r}; expected one of {TRUNCATION_STRATEGIES}")
-    fast = _fast_path(tokenizer)
+    fast = fast_path(tokenizer)
     seqs: list[list[int] | None] = [None] * len(texts)
     counts = [0] * len(texts)
     rest = []

@@ -22,13 +22,18 @@ if TYPE_CHECKING:
 
 @dataclass
 class CascadeResult:
-    success: np.ndarray  # (P,) outcome of the accepted run
-    cost: np.ndarray  # (P,) sum of the cost of every run
+    success: np.ndarray  # (P,) real outcome of the accepted run (NaN: unknown, never a failure)
+    cost: np.ndarray  # (P,) sum of the cost of every run (NaN when one run's cost is unknown)
     runs: list[list[int]]  # tiers run per prompt, in order
     final: np.ndarray  # (P,) accepted tier
 
     def summary(self) -> dict:
-        return {"success": float(self.success.mean()), "cost_per_task": float(self.cost.mean()),
+        """Success and cost/task by the rule every evaluation uses (:func:`aco_bert.evaluation.metrics.core
+        .summarize`), plus how often the cascade escalated."""
+        from aco_bert.evaluation.metrics.core import summarize
+
+        s = summarize(self.success, self.cost)
+        return {"success": s.success, "cost_per_task": s.cost_per_task,
                 "mean_runs": float(np.mean([len(r) for r in self.runs])),
                 "escalated": float(np.mean([len(r) > 1 for r in self.runs]))}
 
@@ -78,7 +83,7 @@ class Cascade(Policy):
         rows = np.arange(p_n)
         cur = self.first.decide(ctx)
         runs = [[int(t)] for t in cur]
-        total = np.nan_to_num(cost[rows, cur])
+        total = cost[rows, cur].copy()
         active = np.ones(p_n, dtype=bool)
         for _ in range(self.max_runs - 1):
             q = scores[rows, cur]
@@ -87,11 +92,11 @@ class Cascade(Policy):
                 break
             nxt = self.escalate.decide(with_min_tier(ctx, np.minimum(cur + 1, t_n - 1)))
             cur = np.where(esc, nxt, cur)
-            total = total + np.where(esc, np.nan_to_num(cost[rows, cur]), 0.0)
+            total = total + np.where(esc, cost[rows, cur], 0.0)
             for i in np.flatnonzero(esc):
                 runs[i].append(int(cur[i]))
             active = esc
-        return CascadeResult(np.nan_to_num(success[rows, cur]), total, runs, cur)
+        return CascadeResult(success[rows, cur], total, runs, cur)
 
     def step(self, ctx: RoutingContext, tier_run: int, score: float,
              tier_names: Sequence[str] | None = None) -> "Escalation":
