@@ -203,6 +203,13 @@ def build_parser(cls: type, prog: str, description: str = "", *, config_file: bo
     return ap
 
 
+def flag_values(cls: type, parsed: dict[str, Any]) -> dict[str, Any]:
+    """Parsed flag strings -> YAML values for ``cls``'s fields (text fields verbatim: ``--dataset no`` is "no")."""
+    hints = typing.get_type_hints(cls)
+    return {k: (v if _is_text(hints[k]) or not isinstance(v, str) or v == "" else yaml.safe_load(v))
+            for k, v in parsed.items()}
+
+
 def parse_config(cls: type[T], argv: list[str] | None, prog: str, description: str = "", *,
                  config_file: bool = True, required: tuple[str, ...] = ()) -> T:
     """Parse ``argv`` into ``cls`` (``--config`` YAML first, then the flags). Raises :class:`CliError`, never a
@@ -212,9 +219,7 @@ def parse_config(cls: type[T], argv: list[str] | None, prog: str, description: s
     ap = build_parser(cls, prog, description, config_file=config_file, required=required)
     ns = vars(ap.parse_args(sys.argv[1:] if argv is None else argv))
     path = ns.pop("config", None)
-    hints = typing.get_type_hints(cls)
-    values = {k: (v if _is_text(hints[k]) or not isinstance(v, str) or v == "" else yaml.safe_load(v))
-              for k, v in ns.items()}
+    values = flag_values(cls, ns)
     try:
         return load_config(cls, path, values)
     except (ValueError, TypeError, OSError, yaml.YAMLError) as e:

@@ -11,7 +11,6 @@ always-frontier, the zero router (best fixed model) and the oracle.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -44,16 +43,13 @@ def _config_path(p: str) -> Path:
 
 def split_outcomes(cfg: DemoConfig, out: Path) -> tuple[Path, Path, dict]:
     """Write the training and held-out prompts as canonical long tables (the bring-your-own-data format)."""
-    import numpy as np
 
     from aco_bert.data import load_outcomes
-    from aco_bert.data.splits import kfold
+    from aco_bert.data.splits import kfold, subsample
 
     table = load_outcomes(cfg.dataset, data_dir=cfg.data_dir)
     pids = list(dict.fromkeys(table.df["prompt_id"].tolist()))
-    if cfg.max_prompts:
-        rng = np.random.default_rng(cfg.seed)
-        pids = [pids[i] for i in sorted(rng.choice(len(pids), min(cfg.max_prompts, len(pids)), replace=False))]
+    pids = [pids[i] for i in subsample(len(pids), cfg.max_prompts, cfg.seed)]  # the rule train/report use
     fold = kfold(pids, cfg.k, cfg.seed)[cfg.test_fold]
     test_ids = {pids[i] for i in fold.test}
     train_ids = {pids[i] for i in fold.train}
@@ -141,7 +137,7 @@ def run(cfg: DemoConfig, log=print) -> dict:
     from aco_bert.artifacts import bundle as B
 
     shutil.copyfile(out / "cost_quality.png", plot)
-    B.update_manifest_entry(bundle, plot.name) if _in_manifest(bundle, plot.name) else _add_to_manifest(bundle, plot.name)
+    B.update_manifest_entry(bundle, plot.name)  # adds the plot to the manifest (or re-hashes it)
     write_card(bundle, evaluation=report.to_dict(), protocol=protocol, plots={"cost-quality (held-out)": plot.name},
                extra={"neural out-of-fold mean AUC (training prompts)": f"{result.mean_auc:.3f}"})
     timings["total"] = round(time.perf_counter() - t0, 1)
@@ -160,34 +156,15 @@ def run(cfg: DemoConfig, log=print) -> dict:
     return summary_json
 
 
-def _in_manifest(bundle: Path, rel: str) -> bool:
-    from aco_bert.artifacts import bundle as B
-
-    return rel in B.read_manifest(bundle).get("files", {})
-
-
-def _add_to_manifest(bundle: Path, rel: str) -> None:
-    """Add a file written after export (the plot) to the manifest, keeping every other entry."""
-    from aco_bert.artifacts import bundle as B
-
-    man = B.read_manifest(bundle)
-    man["files"][rel] = {"sha256": B.sha256_file(bundle / rel), "bytes": (bundle / rel).stat().st_size}
-    (bundle / B.MANIFEST).write_text(json.dumps(man, indent=2) + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m aco_bert.demo", description=__doc__.splitlines()[0])
-    for f, d in DemoConfig.__dataclass_fields__.items():
-        kind = {"int": int, "bool": None}.get(str(d.type).split(" |")[0], str)
-        flag = "--" + f.replace("_", "-")
-        if kind is None:
-            ap.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=d.default)
-        else:
-            ap.add_argument(flag, type=kind, default=d.default)
-    args = ap.parse_args(argv)
-    cfg = DemoConfig(**vars(args))
-    run(cfg, log=lambda s: print(s, flush=True))
-    return 0
+    from aco_bert.config import run_verb
+
+    def job(cfg: DemoConfig) -> int:
+        run(cfg, log=lambda s: print(s, flush=True))
+        return 0
+
+    return run_verb(job, DemoConfig, argv, prog="python -m aco_bert.demo", description=__doc__.splitlines()[0],
+                    config_file=False)
 
 
 if __name__ == "__main__":

@@ -7,32 +7,31 @@ the command with a clear message instead of serving 503s.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-from aco_bert.config import parse_overrides
-from aco_bert.serve.config import ENV_PREFIX, load_serve_config
+from aco_bert.config import CliError, build_parser, flag_values
+from aco_bert.serve.config import ENV_PREFIX, ServeConfig, load_serve_config
+
+PROG = "python -m aco_bert.serve"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m aco_bert.serve", description=__doc__.split("\n\n")[0],
-                                epilog="other --key value pairs override ServeConfig fields")
+def build_cli():
+    """Every :class:`ServeConfig` field as a flag (generated), plus ``--bundle`` and ``--config serve.yaml``."""
+    p = build_parser(ServeConfig, PROG, __doc__.split("\n\n")[0])
     p.add_argument("--bundle", required=True, help="bundle directory written by `python -m aco_bert.export`")
-    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1: loopback only)")
-    p.add_argument("--port", type=int, default=None, help="port (default 8000)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes, each with its own ONNX session")
-    p.add_argument("--config", default=None, help="serve config YAML (limits, timeouts, upstreams per tier)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, rest = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
-        overrides = parse_overrides(rest)
-        overrides.update({k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers))
-                          if v is not None})
-        config = load_serve_config(args.config, overrides)
+        ns = vars(build_cli().parse_args(sys.argv[1:] if argv is None else argv))
+        bundle, path = ns.pop("bundle"), ns.pop("config", None)
+        overrides = flag_values(ServeConfig, ns)
+        config = load_serve_config(path, overrides)
+    except CliError as e:
+        print(str(e), file=sys.stderr)
+        return 2
     except (ValueError, OSError) as e:
         print(f"aco_bert.serve: bad configuration: {e}", file=sys.stderr)
         return 2
@@ -43,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     from aco_bert.serve.app import create_app, load_router
 
     try:
-        router = load_router(args.bundle, config)  # fail before binding the port
+        router = load_router(bundle, config)  # fail before binding the port
     except (BundleError, OSError, ValueError) as e:
-        print(f"aco_bert.serve: cannot load bundle {args.bundle}: {e}", file=sys.stderr)
+        print(f"aco_bert.serve: cannot load bundle {bundle}: {e}", file=sys.stderr)
         return 2
 
     common = dict(host=config.host, port=config.port, log_level=config.log_level,
@@ -60,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # Several processes: each worker loads the bundle itself (ONNX sessions are not shared across processes).
     del router
-    os.environ["ACO_SERVE_BUNDLE"] = os.path.abspath(args.bundle)
-    if args.config:
-        os.environ["ACO_SERVE_CONFIG_PATH"] = os.path.abspath(args.config)
+    os.environ["ACO_SERVE_BUNDLE"] = os.path.abspath(bundle)
+    if path:
+        os.environ["ACO_SERVE_CONFIG_PATH"] = os.path.abspath(path)
     for k, v in overrides.items():
         os.environ[ENV_PREFIX + k.upper()] = str(v)
     uvicorn.run("aco_bert.serve.app:app_from_env", factory=True, workers=config.workers, **common)
