@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aco_bert.artifacts.jsonio import FormatError, read_record
 from aco_bert.types import BundleError
 
 FORMAT = "aco_bert.artifacts.bundle/1"
@@ -132,16 +133,10 @@ def read_manifest(bundle_dir: str | Path) -> dict[str, Any]:
     root = Path(bundle_dir)
     if not root.is_dir():
         raise BundleError(f"bundle {root}: not a directory")
-    mf = root / MANIFEST
-    if not mf.is_file():
-        raise BundleError(f"bundle {root}: missing {MANIFEST} (not a bundle, or an interrupted export)")
     try:
-        manifest = json.loads(mf.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"bundle {root}: {MANIFEST} is not valid JSON: {e}") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise BundleError(f"bundle {root}: {MANIFEST} format {got!r} is not {FORMAT!r}")
+        manifest = read_record(root / MANIFEST, FORMAT, "not a bundle, or an interrupted export")
+    except FormatError as e:
+        raise BundleError(f"bundle {e}") from e
     if not isinstance(manifest.get("files"), dict) or not manifest["files"]:
         raise BundleError(f"bundle {root}: {MANIFEST} lists no files")
     return manifest

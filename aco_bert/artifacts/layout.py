@@ -16,13 +16,12 @@ Torch-free (the runtime and the server import :mod:`aco_bert.artifacts`).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aco_bert.artifacts.jsonio import json_safe, write_json
+from aco_bert.artifacts.jsonio import FormatError, json_safe, read_record, write_json
 
 # --- run dir (aco_bert.train) -----------------------------------------------------------------------------------
 RUN_INFO = "run.json"
@@ -55,16 +54,10 @@ class ContractError(ValueError):
 
 
 def _read(path: Path, what: str, fmt: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ContractError(f"{path.parent}: no {path.name} ({what}); is this the output of that stage?")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ContractError(f"{path}: not valid JSON: {e}") from e
-    if not isinstance(data, dict) or data.get("format") != fmt:
-        got = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ContractError(f"{path}: format {got!r} is not {fmt!r}")
-    return data
+        return read_record(path, fmt, f"{what}; is this the output of that stage?")
+    except FormatError as e:
+        raise ContractError(str(e)) from e
 
 
 @dataclass
