@@ -7,6 +7,7 @@ field and a command-line flag always mean the same thing.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -44,11 +45,39 @@ def _coerce(tp: Any, value: Any) -> Any:
     if origin is dict and isinstance(value, dict):
         args = typing.get_args(tp)
         if len(args) == 2 and dataclasses.is_dataclass(args[1]):
-            return {k: _coerce(args[1], v) for k, v in value.items()}
+            # mappings become the dataclass; anything else is left for the owner's __post_init__ (e.g. a serve
+            # upstream given as a bare URL) to accept or refuse
+            return {k: _coerce(args[1], v) if isinstance(v, dict) else v for k, v in value.items()}
     if tp in (list, dict) or origin in (list, dict):
         if isinstance(value, str):
-            return yaml.safe_load(value)
+            value = yaml.safe_load(value)
+    _check_type(tp, value)
     return value
+
+
+def _check_type(tp: Any, value: Any) -> None:
+    """Refuse a value of the wrong kind (``--stacker 5``, ``--k true``, ``cascade: 5``) instead of passing it on to
+    fail later as an AttributeError deep inside a stage. Unions of several types and ``Any`` are not checked."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        ok = isinstance(value, tp)
+        want = "a mapping"
+    elif tp is bool:
+        ok, want = isinstance(value, bool), "true or false"
+    elif tp is int:
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif tp is float:
+        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif tp is str:
+        ok, want = isinstance(value, str), "a string"
+    elif tp is list or origin in (list, tuple):
+        ok, want = isinstance(value, (list, tuple)), "a list"
+    elif tp is dict or origin is dict:
+        ok, want = isinstance(value, dict), "a mapping"
+    else:
+        return
+    if not ok:
+        raise TypeError(f"expected {want}, got {type(value).__name__} {value!r}")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "config") -> T:
@@ -71,15 +100,23 @@ def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "config") -> T
         raise ValueError(msg if msg.startswith(f"{where}:") else f"{where}: {msg}") from e
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
-    """Load ``cls`` from a YAML file, then apply ``overrides`` (e.g. parsed ``--max_steps 10``)."""
+def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
+                keep_none: bool = False) -> T:
+    """Load ``cls`` from a YAML file, then apply ``overrides`` (e.g. parsed ``--max_steps 10``).
+
+    A mapping override is merged into the file's mapping (``--stacker "{nthread: 1}"`` keeps the file's other
+    stacker keys). None overrides are dropped (library callers pass "not given" as None) unless ``keep_none``: the
+    command line only holds flags actually given, so there ``--cascade null`` means null."""
     data: dict[str, Any] = {}
     if path is not None:
         with open(path) as f:
             data = yaml.safe_load(f) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping at top level")
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for k, v in (overrides or {}).items():
+        if v is None and not keep_none:
+            continue
+        data[k] = {**data[k], **v} if isinstance(v, dict) and isinstance(data.get(k), dict) else v
     return from_dict(cls, data, where=str(path) if path else "arguments")
 
 
@@ -147,6 +184,8 @@ def _is_text(tp: Any) -> bool:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is not None:  # list[float], dict[str, int], X | None
+        return str(tp).replace("typing.", "")
     s = getattr(tp, "__name__", None) or str(tp)
     return s.replace("typing.", "")
 
@@ -184,15 +223,17 @@ def build_parser(cls: type, prog: str, description: str = "", *, config_file: bo
         tp = hints[f.name]
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         if f.default is not dataclasses.MISSING:
-            default = f.default
+            default = f"default {f.default!r}"
         elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = "(see config)" if dataclasses.is_dataclass(tp) else f.default_factory()  # type: ignore[misc]
+            value = f.default_factory()  # type: ignore[misc]
+            default = (f"a mapping of {', '.join(x.name for x in dataclasses.fields(tp))}"
+                       if dataclasses.is_dataclass(tp) else f"default {value!r}")
         else:
-            default = None
+            default = "required"
         is_bool = tp is bool or (typing.get_origin(tp) in (typing.Union, types.UnionType)
                                  and bool in typing.get_args(tp))
         kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS,
-                                  help=f"{notes.get(f.name, '')} [{_type_name(tp)}; default {default!r}]".strip())
+                                  help=f"{notes.get(f.name, '')} [{_type_name(tp)}; {default}]".strip())
         if is_bool:
             kw["nargs"] = "?"
             kw["const"] = "true"
@@ -204,10 +245,19 @@ def build_parser(cls: type, prog: str, description: str = "", *, config_file: bo
 
 
 def flag_values(cls: type, parsed: dict[str, Any]) -> dict[str, Any]:
-    """Parsed flag strings -> YAML values for ``cls``'s fields (text fields verbatim: ``--dataset no`` is "no")."""
+    """Parsed flag strings -> YAML values for ``cls``'s fields (text fields verbatim: ``--dataset no`` is "no").
+    A value that is not valid YAML raises ``ValueError`` naming the flag."""
     hints = typing.get_type_hints(cls)
-    return {k: (v if _is_text(hints[k]) or not isinstance(v, str) or v == "" else yaml.safe_load(v))
-            for k, v in parsed.items()}
+    out = {}
+    for k, v in parsed.items():
+        if _is_text(hints[k]) or not isinstance(v, str) or v == "":
+            out[k] = v
+            continue
+        try:
+            out[k] = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--{k} {v!r} is not a valid value: {' '.join(str(e).split())}") from None
+    return out
 
 
 def parse_config(cls: type[T], argv: list[str] | None, prog: str, description: str = "", *,
@@ -219,11 +269,15 @@ def parse_config(cls: type[T], argv: list[str] | None, prog: str, description: s
     ap = build_parser(cls, prog, description, config_file=config_file, required=required)
     ns = vars(ap.parse_args(sys.argv[1:] if argv is None else argv))
     path = ns.pop("config", None)
-    values = flag_values(cls, ns)
     try:
-        return load_config(cls, path, values)
+        return load_config(cls, path, flag_values(cls, ns), keep_none=True)
     except (ValueError, TypeError, OSError, yaml.YAMLError) as e:
-        raise CliError(f"{prog}: {e}") from e
+        raise CliError(f"{prog}: {' '.join(str(e).split())}") from e
+
+
+# Errors a verb reports as one line (exit 2): bad input, not a bug. $ACO_BERT_TRACEBACK=1 shows the traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError)
+TRACEBACK_ENV = "ACO_BERT_TRACEBACK"
 
 
 def run_verb(fn, cls: type[T], argv: list[str] | None, prog: str, description: str = "", **kw: Any) -> int:
@@ -236,5 +290,11 @@ def run_verb(fn, cls: type[T], argv: list[str] | None, prog: str, description: s
     except CliError as e:
         print(str(e), file=sys.stderr)
         return 2
-    rc = fn(cfg)
+    try:
+        rc = fn(cfg)
+    except USER_ERRORS as e:  # a missing run dir, an unknown dataset, a malformed file: one line, not a traceback
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        print(f"{prog}: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     return int(rc or 0)

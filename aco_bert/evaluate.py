@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from aco_bert.config import run_verb
 from aco_bert.evaluation.metrics.core import ONE_POINT
-from aco_bert.evaluation.reference import DOMAIN_COLUMNS, reference_report, spec_min_tier
+from aco_bert.evaluation.reference import reference_report
 
-__all__ = ["DOMAIN_COLUMNS", "EvaluateConfig", "evaluate", "main", "spec_min_tier"]
+__all__ = ["EvaluateConfig", "evaluate", "main"]
 
 PROG = "aco-bert evaluate"
 

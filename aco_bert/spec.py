@@ -14,6 +14,9 @@ import yaml
 from aco_bert.config import from_dict
 
 SPECS_DIR = Path(__file__).parent / "specs"
+# Per-prompt fields known only after the prompt ran (or the outcome itself): never a routing-time input.
+POST_HOC_FIELDS = ("difficulty", "success", "cost_usd", "input_tokens", "output_tokens", "api_calls", "latency_s",
+                   "prompt", "prompt_id", "model")
 
 
 @dataclass
@@ -40,6 +43,9 @@ class RouterSpec:
     frontier: str | None = None  # model treated as "always-frontier"; default: the best-success model
     floors: dict[str, int] = field(default_factory=dict)  # domain -> minimum tier (1-based)
     step_type_min: dict[str, int] = field(default_factory=dict)  # step type -> minimum tier (1-based)
+    # per-prompt metadata columns known when a prompt is routed (e.g. repo, category, language): the "metadata"
+    # stacker signal one-hot encodes them, and the runtime takes them per request
+    metadata: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.tiers:
@@ -51,6 +57,12 @@ class RouterSpec:
             for k, v in mins.items():
                 if not 1 <= int(v) <= len(self.tiers):
                     raise ValueError(f"router spec {self.name!r}: {kind}[{k!r}] = {v} is not a tier in 1..{len(self.tiers)}")
+        post_hoc = [c for c in self.metadata if c in POST_HOC_FIELDS]
+        if post_hoc:
+            raise ValueError(f"router spec {self.name!r}: metadata {post_hoc} are known only after a prompt ran (or "
+                             f"are the prompt itself); declare only columns available at routing time")
+        if len(set(self.metadata)) != len(self.metadata):
+            raise ValueError(f"router spec {self.name!r}: a metadata column appears twice in {self.metadata}")
         if self.frontier is not None and self.frontier not in models:
             raise ValueError(f"router spec {self.name!r}: frontier {self.frontier!r} is not one of its tiers")
 

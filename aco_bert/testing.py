@@ -38,10 +38,13 @@ def train_test_run(run_dir: str | Path, data_dir: str | Path, config: str | Path
 
 
 def stack_test_run(run_dir: str | Path, data_dir: str | Path, out: str | Path | None = None, seed: int = 0,
-                   mode: str = "stacked") -> Path:
+                   mode: str = "stacked", signals: list[str] | None = None) -> Path:
     """The real stack stage (:func:`aco_bert.decision.stage.run_stack`) with small XGBoost settings -> ``out``
     (default ``<run>/stack``): ``stack.json``, ``calibrators.json``, ``cost_model/``, and in ``stacked`` mode
-    ``stacker/`` and ``verifier/``."""
+    ``stacker/`` and ``verifier/``. ``signals``: the stacker's inputs with the base margin and the guarantee on
+    (e.g. ``["heads", "pca", "features", "tfidf", "knn"]``, fitted into ``signals/``); None: the stacker as it was
+    before signals existed (heads, PCA, features; no base margin, no guarantee)."""
+    from aco_bert.decision.stacker import LEGACY_SIGNALS
     from aco_bert.decision.verifier import VerifierConfig
     from aco_bert.decision.cost_model import CostModelConfig
     from aco_bert.decision.stage import StackStageConfig, run_stack
@@ -53,7 +56,9 @@ def stack_test_run(run_dir: str | Path, data_dir: str | Path, out: str | Path | 
     knobs = dict(within=0.05, delta=0.2, k=3) if mode == "stacked" else {}
     cfg = StackStageConfig(
         run=str(run_dir), mode=mode, data_dir=str(data_dir), out=str(out), seed=seed, **knobs,
-        stacker=StackerConfig(pca_dim=4, n_rounds=30, inner_k=3, min_labels=10, nthread=1, seed=seed),
+        stacker=StackerConfig(pca_dim=4, n_rounds=30, inner_k=3, min_labels=10, nthread=1, seed=seed,
+                              **(dict(signals=list(LEGACY_SIGNALS), base_margin=False, guarantee=False)
+                                 if signals is None else dict(signals=list(signals)))),
         cost=CostModelConfig(pca_dim=4, n_rounds=30, min_rows=10, nthread=1, seed=seed),
         verifier=VerifierConfig(n_rounds=30, nthread=1, seed=seed))
     run_stack(cfg, log=lambda *_: None)
@@ -61,10 +66,12 @@ def stack_test_run(run_dir: str | Path, data_dir: str | Path, out: str | Path | 
 
 
 def build_test_bundle(out_dir: str | Path, data_dir: str | Path, *, mode: str = "stacked", int8: bool = True,
-                      work_dir: str | Path | None = None, validation_slice: int = 256, force: bool = True) -> Path:
+                      work_dir: str | Path | None = None, validation_slice: int = 256, force: bool = True,
+                      signals: list[str] | None = None) -> Path:
     """A real bundle at ``out_dir`` (``mode`` "stacked" or "heads": the stack stage's mode); the training run and
-    the stack dirs (``<run>/stack``, ``<run>/stack-heads``) live in ``work_dir`` (default ``<out_dir>.work``) and
-    are reused by later calls with the same ``work_dir``."""
+    the stack dirs (``<run>/stack``, ``<run>/stack-heads``, ``<run>/stack-<signals>``) live in ``work_dir``
+    (default ``<out_dir>.work``) and are reused by later calls with the same ``work_dir``. ``signals``: see
+    :func:`stack_test_run` (stacked mode only)."""
     from aco_bert.export.build import ExportConfig, export
 
     if mode not in ("stacked", "heads"):
@@ -75,8 +82,10 @@ def build_test_bundle(out_dir: str | Path, data_dir: str | Path, *, mode: str = 
     if not all((run / f).exists() for f in (RESULT, RUN_INFO, f"{FINAL_DIR}/{MODEL_WEIGHTS}")):
         train_test_run(run, data_dir)
     stack = run / (STACK_DIR if mode == "stacked" else f"{STACK_DIR}-heads")
+    if signals is not None:
+        stack = run / f"{STACK_DIR}-{'-'.join(signals)}"
     if not (stack / STACK_INFO).exists():
-        stack_test_run(run, data_dir, stack, mode=mode)
+        stack_test_run(run, data_dir, stack, mode=mode, signals=signals)
     export(ExportConfig(checkpoint=str(run), out=str(out_dir), stack=str(stack), int8=int8, data_dir=str(data_dir),
                         validation_slice=validation_slice, force=force, threads=1))
     return out_dir

@@ -20,7 +20,7 @@ import numpy as np
 def main(argv: list[str] | None = None) -> int:
     from aco_bert.evaluation.metrics.core import mean_auc, per_tier_auc
     from aco_bert.evaluation.tfidf import oof_predict
-    from aco_bert.decision.calibration import brier
+    from aco_bert.evaluation.calibration import brier
     from aco_bert.evaluation.report_inputs import load_report_data
     from aco_bert.signals.handcrafted import featurize
     from aco_bert.data.splits import Fold

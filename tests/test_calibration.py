@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
-from aco_bert.decision.calibration import IsotonicCalibrator, brier, calibration_report, ece, plot_reliability, reliability
+from aco_bert.decision.calibration import IsotonicCalibrator
+from aco_bert.evaluation.calibration import brier, calibration_report, ece, plot_reliability, reliability
 
 
 def _miscalibrated(n: int, seed: int = 0):

@@ -44,6 +44,16 @@ def test_nested_report_on_real_swebench_slice(data_dir, tmp_path):
     for f in ("report.md", "cost_quality.png", "reliability_stacked.png"):
         assert (tmp_path / f).stat().st_size > 0
     assert np.isfinite(out["diagnostics"]["auc"]["stacked"]["mean"])
+    # report.json's per-source summary: tfidf-lr is the one peer without a neural run (the embedding peers are
+    # skipped, and say so); the cascade is a curve of the stacked source
+    assert rep["peers"] == ["tfidf-lr"] and len(rep["peer_notes"]) == 3
+    assert set(rep["per_source"]) == set(rep["sources"]) == {"tfidf-lr", "stacked"}
+    assert set(rep["per_source"]["stacked"]["curves"]) == {"threshold", "utility", "cascade"}
+    assert rep["per_source"]["stacked"]["selected"]["cascade [match]"]["success"] == rows["stacked + cascade [match]"][
+        "success"]
+    assert rep["hull_aiq"] == rep["evaluator"]["metrics"]["zero-router"]["aiq"] < rep["oracle_aiq"]
+    md = (tmp_path / "report.md").read_text()
+    assert "| tfidf-lr (peer) | threshold |" in md and "| stacked | cascade |" in md
 
 
 def test_merge_holdout_oof_keeps_test_prompts_out_of_the_kfold_rows(tmp_path):
@@ -109,6 +119,20 @@ def test_report_of_a_max_prompts_run_uses_exactly_the_runs_prompts(data_dir, tmp
     assert rep["n_prompts"] == 48 and rep["n_folds"] == 3 and "neural-heads" in rep["sources"]
     assert rep["spec"] == info.spec["name"] and rep["neural_run"]["dir"] == str(run)
     assert rep["markdown"] in printed
+    # the peers run on the run's embeddings; report.json has, per source and curve, AUC and the curve metrics
+    assert rep["peers"] == ["knn", "mlp", "mf"] and rep["sources"][:3] == ["knn", "mlp", "mf"]
+    assert isinstance(rep["hull_aiq"], float) and isinstance(rep["oracle_aiq"], float)
+    for src in rep["sources"]:
+        per = rep["per_source"][src]
+        assert per["auc"] == rep["diagnostics"]["auc"][src]["mean"]
+        assert per["kind"] == ("peer" if src in rep["peers"] else "router")
+        for fam in ("threshold", "utility"):
+            c = per["curves"][fam]
+            assert set(c) >= {"auc", "aiq", "apgr", "cpt50", "cpt80"} and c["auc"] == per["auc"]
+            assert c["aiq"] == rep["evaluator"]["metrics"][f"{src} {fam}"]["aiq"]
+            assert 0 <= c["aiq"] <= rep["oracle_aiq"] + 1e-9
+        assert set(per["selected"]) >= {"threshold [match]", "utility [savings]"}
+    assert "| knn (peer) | utility |" in printed
 
 
 def test_report_verb_rejects_bad_flags(capsys):

@@ -163,3 +163,20 @@ def test_standardize_by_fold_removes_fold_scale_and_logit_mean_is_an_input():
     without = Stacker.fit(inp, y, StackerConfig(**{**FAST.__dict__, "logit_mean": False}))
     assert with_mean.layout["logit_mean"] == 1 and without.layout["logit_mean"] == 0
     assert with_mean.boosters[0].num_features() == without.boosters[0].num_features() + 1
+
+
+def test_head_logits_map_to_the_spec_tiers_they_belong_to():
+    """Heads over more tiers than the spec (a 2-tier spec routed by 3 heads): each spec tier's single source is
+    its own head's column, found by model name, not by position."""
+    from aco_bert.signals.sources import source_scores
+
+    inp, y = _synthetic(200, t=3)
+    heads = ["c", "a", "b"]
+    st = Stacker.fit(inp, y[:, [1, 2]], FAST, tiers=["a", "b"], head_tiers=heads)
+    assert st.layout["head_of_tier"] == [1, 2] and st.layout["logits"] == 3
+    sc = source_scores(inp, st.layout, 2)
+    np.testing.assert_array_equal(sc["heads"], inp.logits[:, [1, 2]])
+    np.testing.assert_allclose(sc["heads_mean"][:, 0], inp.logits.mean(axis=1))
+    assert all(s is not None and s["source"] in sc for s in st.sources)
+    with pytest.raises(ValueError, match="source_scope"):
+        StackerConfig(source_scope="per-prompt")

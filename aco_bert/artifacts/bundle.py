@@ -6,7 +6,7 @@ silently different routing. :func:`verify_bundle` checks every listed file and r
 the file and what is wrong. Everything in a bundle is ONNX, JSON, YAML, XGBoost JSON/UBJ or tokenizer JSON/text:
 no pickle anywhere.
 
-Layout (``aco_bert.artifacts.bundle/1``)::
+Layout (``aco_bert.bundle/1``)::
 
     manifest.json          format, sha256 + size of every other file, package versions, parity + validation metrics
     router.yaml            spec (tiers, models, prices, floors, step-type minimums) + routing (mode, policy, tau, ...)
@@ -17,6 +17,7 @@ Layout (``aco_bert.artifacts.bundle/1``)::
     calibrators.json       per-tier isotonic maps (aco_bert.decision.calibration)
     cost_model/            per-tier expected cost (aco_bert.decision.cost_model: manifest.json + XGBoost JSON)
     stacker/               optional -> "stacked" mode (aco_bert.decision.stacker: manifest.json + XGBoost JSON per tier)
+    signals/<name>/        the fitted signals the stacker reads (aco_bert.signals: manifest.json [+ arrays.safetensors])
     verifier/              optional: escalation verifier (aco_bert.decision.verifier)
     model_card.md          human-readable card (:mod:`aco_bert.export.model_card`)
 
@@ -36,7 +37,7 @@ from typing import Any
 from aco_bert.artifacts.jsonio import FormatError, read_record
 from aco_bert.types import BundleError
 
-FORMAT = "aco_bert.artifacts.bundle/1"
+FORMAT = "aco_bert.bundle/1"  # a file-format version, not a module path
 MANIFEST = "manifest.json"
 ROUTER_YAML = "router.yaml"
 MODEL_FP32 = "model.onnx"
@@ -46,6 +47,7 @@ CALIBRATORS = "calibrators.json"
 COST_MODEL_DIR = "cost_model"
 STACKER_DIR = "stacker"
 VERIFIER_DIR = "verifier"
+SIGNALS_DIR = "signals"
 MODEL_CARD = "model_card.md"
 REQUIRED = (ROUTER_YAML, MODEL_FP32, f"{TOKENIZER_DIR}/tokenizer.json", CALIBRATORS, f"{COST_MODEL_DIR}/manifest.json")
 # Packages whose versions a bundle records (read from installed metadata; nothing is imported): name -> the

@@ -2,7 +2,7 @@
 
     train  -> run dir    run.json (RunInfo), train_config.yaml, result.json, oof.safetensors + oof_meta.json,
                          final/ or best/ (router_config.json + model.safetensors + tokenizer files), state/
-    stack  -> stack dir  stack.json (StackInfo), stacker/, calibrators.json, cost_model/, verifier/,
+    stack  -> stack dir  stack.json (StackInfo), signals/, stacker/, calibrators.json, cost_model/, verifier/,
                          stack_report.json          (default: <run>/stack)
     export -> bundle     manifest.json, router.yaml, model.onnx[, model.int8.onnx], tokenizer/, the stack
                          dir's decision files, model_card.md (names in :mod:`aco_bert.artifacts.bundle`)
@@ -44,6 +44,7 @@ STACKER_DIR = "stacker"
 CALIBRATORS = "calibrators.json"
 COST_MODEL_DIR = "cost_model"
 VERIFIER_DIR = "verifier"
+SIGNALS_DIR = "signals"  # one folder per fitted stacker signal (aco_bert.signals)
 
 RUN_FORMAT = "aco_bert.run/1"
 STACK_FORMAT = "aco_bert.stack/1"

@@ -86,6 +86,10 @@ def describe(table: OutcomeTable, models: Sequence[str] | None = None, threshold
     if est:
         lines.append(f"cost is ESTIMATED: input tokens = len(text)/{est['chars_per_token']:g}, output tokens = "
                      f"{est['assumed_output_tokens']:g} per prompt")
+    der = table.extras.get("cost_derivation")
+    if der and der.get("estimated"):
+        lines.append(f"cost is ESTIMATED: input = {der['input']}; output = {der['output']}; "
+                     f"{der['formula']} ({der['chars_per_token']:g} chars per token)")
     for key in ("merged_rows", "disambiguated_sample_ids", "duplicate_prompt_texts", "cross_split_merges",
                 "category_unmatched", "category_ambiguous", "test_train_repeats_with_different_scores"):
         if table.extras.get(key):

@@ -142,11 +142,6 @@ class PriceTable:
     def cost(self, name: str, input_tokens: Any, output_tokens: Any) -> Any:
         return self.lookup(name).cost(input_tokens, output_tokens)
 
-    def with_aliases(self, aliases: Mapping[str, str]) -> "PriceTable":
-        """A copy with more aliases (later ones win); the price data is shared, the lookup log is not."""
-        return PriceTable(self.prices, {**self.aliases, **dict(aliases)}, self.name)
-
-    # -- loaders --------------------------------------------------------------------------------------------------
     @classmethod
     def from_litellm(cls, source: str | Path | Mapping[str, Any] | None = None, *,
                      aliases: Mapping[str, str] | None = None, data_dir: str | Path | None = None) -> "PriceTable":

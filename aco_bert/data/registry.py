@@ -2,8 +2,10 @@
 
 ``load_outcomes("swebench-verified", data_dir=...)`` reads the local copy when present, else the public source.
 Named datasets: ``swebench-verified``, ``routerbench`` (``split=train|test|all``), ``bfcl`` (local copy only),
-``dcrouter`` (``split=train|test|all``). Anything else is treated as a path to a generic long/wide file (see
-:mod:`aco_bert.data.adapters.generic`). :func:`default_spec_name` names each dataset's shipped router spec.
+``dcrouter`` (``split=train|test|all``), ``openhands-index`` (``benchmark=swe-bench|swt-bench``), ``swebench-pooled``
+(bash-only + OpenHands Index on the same 500 tasks), ``mmlu-pro`` (``with_responses=True`` keeps output texts).
+Anything else is treated as a path to a generic long/wide file (see :mod:`aco_bert.data.adapters.generic`).
+:func:`default_spec_name` names each dataset's shipped router spec.
 """
 
 from __future__ import annotations
@@ -67,12 +69,47 @@ def _dcrouter(data_dir: Path | None, split: str = "all", **kw: Any) -> OutcomeTa
     return scores_json.load_dcrouter(src, split=split, **kw)
 
 
+def _openhands(data_dir: Path | None, **kw: Any) -> OutcomeTable:
+    """OpenHands Index (``benchmark=swe-bench|swt-bench``): local copy, else the pinned raw URLs + HF task texts."""
+    from aco_bert.data.adapters import openhands, swebench
+
+    root = data_dir / "openhands-index" if data_dir is not None else None
+    tasks = data_dir / "swebench-verified" / "tasks.jsonl" if data_dir is not None else None
+    return openhands.load_openhands(root if root is not None and root.exists() else openhands.RAW_BASE,
+                                    tasks if tasks is not None and tasks.exists() else f"hf:{swebench.HF_DATASET}",
+                                    **kw)
+
+
+def _swebench_pooled(data_dir: Path | None, **kw: Any) -> OutcomeTable:
+    """SWE-bench Verified bash-only (``bash-only/<model>``) + OpenHands Index (``openhands-index/<model>``)."""
+    from aco_bert.data.adapters import openhands
+
+    if kw.get("benchmark", "swe-bench") != "swe-bench":
+        raise ValueError("swebench-pooled pools SWE-bench outcomes only (benchmark=swe-bench)")
+    return openhands.pool_tables({"bash-only": _swebench(data_dir), "openhands-index": _openhands(data_dir, **kw)})
+
+
+def _mmlu_pro(data_dir: Path | None, **kw: Any) -> OutcomeTable:
+    """MMLU-Pro 5-shot CoT outputs (local zips, else the pinned raw URLs); cost estimated (see adapters/mmlu_pro.py)."""
+    from aco_bert.data.adapters import mmlu_pro
+    from aco_bert.data.prices import LITELLM_RELPATH, PriceTable
+
+    local = data_dir / "mmlu-pro" if data_dir is not None else None
+    if "prices" not in kw:
+        lp = data_dir / LITELLM_RELPATH if data_dir is not None else None
+        kw["prices"] = PriceTable.from_litellm(lp if lp is not None and lp.exists() else None)
+    return mmlu_pro.load_mmlu_pro(local if local is not None and local.exists() else mmlu_pro.RAW_BASE, **kw)
+
+
 # name -> loader(data_dir, **options). Adapters for other datasets register here too.
 DATASETS: dict[str, Callable[..., OutcomeTable]] = {
     "swebench-verified": _swebench,
     "routerbench": _routerbench,
     "bfcl": _bfcl,
     "dcrouter": _dcrouter,
+    "openhands-index": _openhands,
+    "swebench-pooled": _swebench_pooled,
+    "mmlu-pro": _mmlu_pro,
 }
 
 # dataset -> the shipped router spec (aco_bert/specs/<name>.yaml) used when none is given.
@@ -81,6 +118,8 @@ DEFAULT_SPECS: dict[str, str] = {
     "routerbench": "routerbench",
     "bfcl": "bfcl",
     "dcrouter": "dcrouter",
+    "openhands-index": "openhands-index",
+    "mmlu-pro": "mmlu-pro",
 }
 
 

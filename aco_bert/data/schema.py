@@ -63,12 +63,6 @@ class OutcomeTable:
     def n_prompts(self) -> int:
         return int(self.df["prompt_id"].nunique())
 
-    def to_dataset(self):
-        """The table as a Hugging Face ``datasets.Dataset`` (Arrow-backed)."""
-        import datasets
-
-        return datasets.Dataset.from_pandas(self.df, preserve_index=False)
-
     def select_models(self, models: Iterable[str]) -> "OutcomeTable":
         models = list(models)
         have = set(self.df["model"].unique())

@@ -1,4 +1,4 @@
-"""Seeded K-fold splits by prompt, and nested selection (inner folds inside each outer training fold).
+"""Seeded K-fold splits by prompt, and the one rule for a seeded prompt subsample.
 
 Splitting is always by prompt: a prompt never appears in both train and test. Thresholds, lambdas and other
 policy knobs are chosen on inner folds only, so the outer test fold is never seen by any selection step.
@@ -7,7 +7,7 @@ policy knobs are chosen on inner folds only, so the outer test fold is never see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -29,17 +29,6 @@ def kfold(prompt_ids: Sequence[str] | int, k: int = 5, seed: int = 0) -> list[Fo
     fold_of = {uniq[j]: pos % k for pos, j in enumerate(order)}
     assign = np.array([fold_of[p] for p in ids])
     return [Fold(f, np.flatnonzero(assign != f), np.flatnonzero(assign == f)) for f in range(k)]
-
-
-def nested(prompt_ids: Sequence[str] | int, k_outer: int = 5, k_inner: int = 5, seed: int = 0
-           ) -> Iterator[tuple[Fold, list[Fold]]]:
-    """Yield (outer fold, inner folds); inner folds index into the *whole* prompt list, inside outer.train."""
-    ids = [str(i) for i in range(prompt_ids)] if isinstance(prompt_ids, int) else [str(p) for p in prompt_ids]
-    for outer in kfold(ids, k_outer, seed):
-        inner_ids = [ids[i] for i in outer.train]
-        inner = [Fold(f.index, outer.train[f.train], outer.train[f.test])
-                 for f in kfold(inner_ids, k_inner, seed + 1 + outer.index)]
-        yield outer, inner
 
 
 def subsample(n: int, max_prompts: int | None, seed: int = 0) -> np.ndarray:

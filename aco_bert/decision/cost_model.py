@@ -12,17 +12,17 @@ estimates a mean rather than a median. Stored as XGBoost JSON/UBJ + a JSON manif
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from aco_bert.artifacts.jsonio import write_json
 from aco_bert.decision.stacker import PCA
 from aco_bert.decision.trees import FastTrees, TreeEnsemble
 
-FORMAT = "aco_bert.decision.cost_model/1"
+FORMAT = "aco_bert.cost_model/1"  # a file-format version, not a module path
 EPS = 1e-4  # USD; keeps log() finite for free (locally served) calls
 
 
@@ -148,11 +148,11 @@ class CostModel:
 
         path = Path(path)
         files = save_boosters(path, self.boosters, "cost", self.cfg.fmt)
-        (path / "manifest.json").write_text(json.dumps({
+        write_json(path / "manifest.json", {
             "format": FORMAT, "tiers": self.tiers, "config": asdict(self.cfg), "mean": self.mean.tolist(),
             "smear": self.smear.tolist(), "models": files, "layout": self.layout,
             "pca": self.pca.to_dict() if self.pca is not None else None, "eps": EPS,
-        }))
+        })
         return path
 
     @classmethod

@@ -6,7 +6,9 @@
 
 Everything the bundle's decision layer needs is fitted here -- the exporter fits nothing. Two modes:
 
-* ``stacked``: ``stacker/`` (per-tier XGBoost over head logits + prompt features + embeddings),
+* ``stacked``: ``signals/<name>/`` (the fitted signals the stacker reads: TF-IDF-LR, kNN neighbour outcomes,
+  spec-declared metadata; :mod:`aco_bert.signals`), ``stacker/`` (per-tier XGBoost over head logits + prompt
+  features + embeddings + signal blocks, started from each tier's best single source),
   ``calibrators.json`` (isotonic, fitted on the stacker's inner cross-fit predictions), ``cost_model/`` (XGBoost),
   ``verifier/`` (when the data carry ``api_calls`` traces).
 * ``heads``: ``calibrators.json`` (isotonic on the out-of-fold head sigmoid) and ``cost_model/`` (per-tier mean);
@@ -14,7 +16,10 @@ Everything the bundle's decision layer needs is fitted here -- the exporter fits
 
 The policy and its knob are chosen on held-out predictions only: Learn-then-Test tau for target-success, the
 nested "match" rule for utility/threshold, and the cascade's accept threshold. Every model is fitted on all
-prompts; every number used to *choose* something comes from predictions on prompts the model did not train on.
+prompts; every number used to *choose* something comes from predictions on prompts the model did not train on:
+the signals' blocks the stacker is fitted on are cross-fitted over the stage's ``k`` folds (each prompt's block from
+a signal fitted without it), then each signal is refitted on all prompts for the bundle. ``stack_report.json``
+records the held-out AUC of every single source next to the stack's (``sources_held_out``).
 
 Input: the run's ``run.json`` (:class:`aco_bert.artifacts.layout.RunInfo`: the whole spec, an absolute dataset
 reference, the prompt ids), so ``stack --run R`` works from any directory for a spec given by path. Output
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +44,11 @@ from aco_bert.artifacts import layout as L
 from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors
 from aco_bert.decision.stacker import StackerConfig, fit_stack, load_oof
 from aco_bert.decision.verifier import Verifier, VerifierConfig, cross_fit_verifier, trace_arrays
+from aco_bert.signals.base import SignalData
+from aco_bert.signals.metadata import metadata_value
 
 MODES = ("stacked", "heads")
 POLICIES = ("target-success", "utility", "threshold")
-NO_CERTIFIED_TAU = 1.01  # stacked target-success without a certified tau: every prompt to its most likely tier
 
 
 @dataclass
@@ -61,6 +68,7 @@ class StackStageConfig:
     k: int = 5  # cross-fit folds for the held-out calibrated (heads), cost and verifier predictions
     seed: int = 0
     stacker: StackerConfig = field(default_factory=StackerConfig)
+    signal_options: dict[str, dict] = field(default_factory=dict)  # per-signal config, e.g. {knn: {k: 20}}
     cost: CostModelConfig = field(default_factory=CostModelConfig)
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
 
@@ -84,9 +92,69 @@ def _dataset_ref(cfg: StackStageConfig, run: L.RunInfo) -> L.DatasetRef:
     return run.dataset
 
 
-def _fit_stacked(cfg, inputs, y, cost, heads_spec, folds, spec, m, out: Path):
-    """Stacker + isotonic + XGBoost cost model; held-out calibrated probabilities and cross-fitted costs."""
-    fs = fit_stack(inputs, y, cfg.stacker, tiers=spec.models, prompt_ids=m.prompt_ids)
+def signal_data(m, spec, embeddings) -> SignalData:
+    """What the signals may read about the prompts of ``m``: texts, pooled embeddings, the spec's metadata columns
+    (a declared column the dataset lacks is an error naming both)."""
+    missing = [c for c in spec.metadata if c not in m.meta.columns]
+    if missing:
+        raise ValueError(f"spec {spec.name!r} declares metadata {missing}, the dataset has only "
+                         f"{[c for c in m.meta.columns if c != 'prompt_id']}")
+    meta = {c: [metadata_value(v) for v in m.meta[c].tolist()] for c in spec.metadata}
+    return SignalData(m.prompts, embeddings, meta)
+
+
+def fit_signals(cfg: StackStageConfig, data: SignalData, y, cost, folds, tiers, out: Path, log) -> dict:
+    """Each registered signal the stacker lists: cross-fitted blocks over ``folds`` (the stacker's inputs) and a
+    refit on all prompts saved to ``out/signals/<name>/`` (the bundle's). Signals whose inputs are absent (no
+    embeddings, no declared metadata) are skipped with a note."""
+    from aco_bert.signals.base import cross_fit as signal_cross_fit
+    from aco_bert.signals.registry import SIGNALS
+
+    shutil.rmtree(out / L.SIGNALS_DIR, ignore_errors=True)
+    blocks = {}
+    for name in [s for s in cfg.stacker.signals if s in SIGNALS and cfg.stacker.uses(s)]:
+        cls = SIGNALS[name]
+        if ("embeddings" in cls.needs and data.embeddings is None) or ("metadata" in cls.needs and not data.metadata):
+            log(f"[stack] signal {name!r} skipped: the run has no {'/'.join(cls.needs)} for it")
+            continue
+        conf = cls.make_config(cfg.signal_options.get(name))
+        blocks[name] = signal_cross_fit(cls, data, y, cost, folds, conf, tiers)
+        cls.fit(data, y, cost, conf, tiers).save(out / L.SIGNALS_DIR / name)
+    unknown = sorted(set(cfg.signal_options) - set(SIGNALS))
+    if unknown:
+        raise ValueError(f"signal_options for unknown signal(s) {unknown}; registered: {sorted(SIGNALS)}")
+    return blocks
+
+
+def sources_report(fs, inputs, y, tiers) -> dict[str, Any]:
+    """Held-out per-tier AUC of every single source, the stack before and after the guarantee, and each tier's
+    mode: the numbers behind "the stack is never below its best input"."""
+    from aco_bert.evaluation.metrics.core import mean_auc, per_tier_auc
+    from aco_bert.signals.sources import source_scores
+
+    st = fs.stacker
+    rows = {k: per_tier_auc(y, v) for k, v in source_scores(inputs, st.layout, st.n_tiers).items()}
+    best = max(rows, key=lambda k: mean_auc(rows[k])) if rows else None
+    if rows:  # per tier the best source *on these rows*: an oracle no fitted choice can promise
+        rows["per_tier_oracle"] = np.nanmax(np.vstack(list(rows.values())), axis=0)
+    rows["stack"] = per_tier_auc(y, fs.stacked_oof)
+    rows["stack_guaranteed"] = per_tier_auc(y, fs.inner_oof)
+    out: dict[str, Any] = {k: {"mean_auc": mean_auc(v), "per_tier_auc": v.tolist()} for k, v in rows.items()}
+    out["best_single_source"] = best
+    out["tiers"] = list(tiers)
+    out["modes"] = list(st.modes)
+    out["sources"] = [None if s is None else s["source"] for s in st.sources]
+    out["signals"] = dict(st.layout.get("signals", {}))
+    return out
+
+
+def _fit_stacked(cfg, inputs, y, cost, heads_spec, folds, spec, m, out: Path, head_models, log):
+    """Signals + stacker + isotonic + XGBoost cost model; held-out calibrated probabilities, cross-fitted costs
+    and the per-source held-out AUCs."""
+    inputs.signals = fit_signals(cfg, signal_data(m, spec, inputs.embeddings), y, cost, folds, spec.models, out,
+                                 log)
+    fs = fit_stack(inputs, y, cfg.stacker, tiers=spec.models, prompt_ids=m.prompt_ids, head_tiers=head_models)
+    shutil.rmtree(out / L.STACKER_DIR, ignore_errors=True)  # no stale tier file of an earlier fit
     fs.stacker.save(out / L.STACKER_DIR)
     fs.calibrator.save(out / L.CALIBRATORS)
     held = fs.calibrator(fs.inner_oof)  # calibrated held-out probabilities (for choosing knobs)
@@ -99,7 +167,7 @@ def _fit_stacked(cfg, inputs, y, cost, heads_spec, folds, spec, m, out: Path):
                             sub(heads_spec, f.train), cfg.cost)
         held_cost[f.test] = cmi.predict(len(f.test), inputs.features[f.test], sub(inputs.embeddings, f.test),
                                         sub(heads_spec, f.test))
-    return held, held_cost
+    return held, held_cost, sources_report(fs, inputs, y, spec.models)
 
 
 def _fit_heads(cfg, inputs, y, cost, spec, m, out: Path):
@@ -121,7 +189,7 @@ def _fit_heads(cfg, inputs, y, cost, spec, m, out: Path):
 def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
     """Fit the decision layer of ``cfg.run``; returns ``{"out", "routing" (dict), "report", "info" (StackInfo)}``."""
     from aco_bert.data.splits import kfold
-    from aco_bert.decision.calibration import calibration_report
+    from aco_bert.evaluation.calibration import calibration_report
     from aco_bert.evaluation.metrics.core import realised
     from aco_bert.evaluation.selection import TAUS, lambda_grid, select_match
     from aco_bert.policies import (CascadeConfig, PolicyConfig, RoutingConfig, named_policy, RoutingContext, TargetSuccess, Threshold, Utility,
@@ -160,8 +228,13 @@ def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
     log(f"[stack] {ds.label}: {n} prompts x {spec.n_tiers} tiers ({spec.name}), {cfg.mode} mode -> {out}")
 
     folds = kfold(m.prompt_ids, cfg.k, cfg.seed + 13)
+    sources = None
     if cfg.mode == "stacked":
-        held, held_cost = _fit_stacked(cfg, inputs, y, cost, heads_spec, folds, spec, m, out)
+        held, held_cost, sources = _fit_stacked(cfg, inputs, y, cost, heads_spec, folds, spec, m, out, ri.models,
+                                                log)
+        log("[stack] held-out mean AUC: " + ", ".join(f"{k} {v['mean_auc']:.4f}" for k, v in sources.items()
+                                                        if isinstance(v, dict) and "mean_auc" in v)
+            + f" (best single source: {sources['best_single_source']})")
     else:
         held, held_cost = _fit_heads(cfg, inputs, y, cost, spec, m, out)
 
@@ -175,15 +248,16 @@ def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
                               "frontier_success": s_front,
                               "calibration_held_out": calibration_report(held, y, spec.models),
                               "cost_held_out": {"xgb" if cfg.mode == "stacked" else "mean": cost_errors(held_cost, cost)}}
+    if sources is not None:
+        report["sources_held_out"] = sources
     if cfg.policy == "target-success":
-        ts = TargetSuccess(target, cfg.delta, fallback_tier=fc).fit(ctx, y, cost)
+        # no certified tau -> tau 1.01 (each prompt to its most likely tier): the rule the report measures
+        ts = TargetSuccess(target, cfg.delta).fit(ctx, y, cost)
         routing.update({"tau": ts.tau, "guaranteed": ts.guaranteed,
                         "tau_source": f"learn-then-test on the {cfg.mode} layer's held-out calibrated probabilities"})
         if not ts.guaranteed:
-            # What the runtime can do without a guarantee: route everything to the frontier (tau above 1).
-            routing["tau"] = NO_CERTIFIED_TAU
             routing["note"] = (f"no tau certified for target {target:.3f} at delta {cfg.delta} on {n} prompts: "
-                               f"tau {NO_CERTIFIED_TAU} routes every prompt to its most likely tier")
+                               f"tau {ts.tau} routes every prompt to its most likely tier")
         report["ltt"] = ts.result.to_dict()
     else:
         grid = TAUS if cfg.policy == "threshold" else lambda_grid(float(np.nanmean(cost)))

@@ -13,13 +13,13 @@ traces (each model's own per-instance api_calls and cost), so the outer test pro
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from aco_bert.artifacts.jsonio import write_json
 from aco_bert.decision.trees import FastTrees, TreeEnsemble
 
 FORMAT = "aco_bert.verifier/1"
@@ -157,9 +157,9 @@ class Verifier:
         path.mkdir(parents=True, exist_ok=True)
         name = f"verifier.{self.cfg.fmt}"
         self.booster.save_model(str(path / name))
-        (path / "manifest.json").write_text(json.dumps({
+        write_json(path / "manifest.json", {
             "format": FORMAT, "tiers": self.tiers, "config": asdict(self.cfg), "stats": self.stats,
-            "model": name, "n_features": self.n_features, "n_train": self.n_train, "signals": list(TRACE_SIGNALS)}))
+            "model": name, "n_features": self.n_features, "n_train": self.n_train, "signals": list(TRACE_SIGNALS)})
         return path
 
     @classmethod

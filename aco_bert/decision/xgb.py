@@ -6,19 +6,18 @@ foreign format is an error naming the file, never a half-loaded model.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 
 def read_artifact_manifest(path: str | Path, fmt: str, what: str) -> dict[str, Any]:
+    """The folder's ``manifest.json`` (format checked by :func:`aco_bert.artifacts.jsonio.read_record`)."""
+    from aco_bert.artifacts.jsonio import read_record
+
     mf = Path(path) / "manifest.json"
     if not mf.exists():
         raise FileNotFoundError(f"{mf}: no {what} manifest")
-    m = json.loads(mf.read_text())
-    if m.get("format") != fmt:
-        raise ValueError(f"{mf}: format {m.get('format')!r} is not {fmt!r}")
-    return m
+    return read_record(mf, fmt)
 
 
 def tree_params(cfg: Any, objective: str, **extra: Any) -> dict[str, Any]:

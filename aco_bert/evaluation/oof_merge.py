@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aco_bert.artifacts.layout import OOF, OOF_META
+from aco_bert.artifacts.jsonio import write_json
+from aco_bert.artifacts.layout import OOF, OOF_META, RUN_INFO, RunInfo
 
 
 def merge_holdout_oof(kfold_run: str | Path, holdout_run: str | Path, out: str | Path, max_overlap: int = 10
@@ -51,5 +52,10 @@ def merge_holdout_oof(kfold_run: str | Path, holdout_run: str | Path, out: str |
     meta = {**ma, "prompt_ids": list(ma["prompt_ids"]) + test_ids, "merged_from": [str(a), str(b)],
             "test_fold": k, "holdout_mean_auc": mb.get("mean_auc"),
             "dropped_from_kfold": sorted(overlap)}
-    (out / OOF_META).write_text(json.dumps(meta))
+    write_json(out / OOF_META, meta)
+    # the merged run's contract: the holdout run's dataset reference and spec (it saw both splits), these prompts
+    if (b / RUN_INFO).exists():  # (runs trained before run.json existed: the report falls back to oof_meta.json)
+        hold = RunInfo.load(b)
+        RunInfo(dataset=hold.dataset, spec=hold.spec, models=list(hold.models), prompt_ids=meta["prompt_ids"],
+                mode="kfold", kfold=k + 1, seed=hold.seed).save(out)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 from aco_bert.evaluation.replay import EvalReport
 
@@ -64,12 +65,13 @@ def plot_cost_quality(report: EvalReport, path: str | Path, *, log_x: bool = Fal
     return path
 
 
-def plot_nested_curves(report: EvalReport, path: str | Path, title: str = "") -> Path:
+def plot_nested_curves(report: EvalReport, path: str | Path, title: str = "", peers: Sequence[str] = ()) -> Path:
     """The nested router report's cost-quality PNG: full range and a zoom on the frontier region (linear cost
     axis, so hulls are straight).
 
     Fixed models, the zero-router hull, each learned family's hull (its pooled nested-CV test points), the nested
-    selected operating points, and the oracle.
+    selected operating points, and the oracle. Curves of the ``peers`` sources (reference routers) are dashed and
+    their selected points left out (they are in the report's tables), so the neural router stays readable.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -85,6 +87,9 @@ def plot_nested_curves(report: EvalReport, path: str | Path, title: str = "") ->
             "tab:cyan"]
     for i, k in enumerate(learned_curves):
         colors[k] = cmap[i % len(cmap)]
+
+    def is_peer(name: str) -> bool:
+        return any(name.startswith(f"{p} ") for p in peers)
     for ai, ax in enumerate(axes):
         ax.scatter([p.cost_per_task for p in fixed], [100 * p.success for p in fixed], s=16, color="0.5", zorder=3,
                    label="fixed models" if ai == 0 else None)
@@ -92,12 +97,14 @@ def plot_nested_curves(report: EvalReport, path: str | Path, title: str = "") ->
         ax.plot(hx, 100 * hy, color="black", lw=2.2, label="zero-router hull" if ai == 0 else None, zorder=2)
         for k, c in learned_curves.items():
             cx, cy = c.hull()
-            ax.plot(cx, 100 * cy, color=colors[k], lw=1.2, alpha=0.9, label=f"{k} (hull)" if ai == 0 else None)
+            ax.plot(cx, 100 * cy, color=colors[k], lw=0.9 if is_peer(k) else 1.2, ls="--" if is_peer(k) else "-",
+                    alpha=0.9, label=f"{k} (hull)" if ai == 0 else None)
         if ai == 0:
             o = report.get("oracle")
             ax.scatter([o.cost_per_task], [100 * o.success], marker="*", s=150, color="tab:green", label="oracle")
         for p in report.policies:
-            if p.kind != "learned" or not math.isfinite(p.cost_per_task) or p.name.startswith("ablation"):
+            if (p.kind != "learned" or not math.isfinite(p.cost_per_task) or p.name.startswith("ablation")
+                    or is_peer(p.name)):
                 continue
             ax.scatter([p.cost_per_task], [100 * p.success], marker="^" if "[match]" in p.name else "v", s=36,
                        edgecolor="black", linewidth=0.5, zorder=5, label=p.name if ai == 1 else None)

@@ -7,8 +7,10 @@ once every knob is chosen without looking at the prompts it is judged on? Protoc
    for those training prompts (inner cross-fit, or the neural run's own out-of-fold logits), all isotonic-
    calibrated on held-out predictions (test side: a map fitted on the training prompts' held-out scores; training
    side: cross-fitted maps, so the knobs below are never chosen on in-sample calibrated probabilities):
-   ``tfidf-lr`` (TF-IDF + LR baseline), ``neural-heads`` (the neural k-fold run's OOF logits of the tiers),
-   ``stacked`` (XGBoost stacker over all OOF head logits + PCA'd embeddings + handcrafted features).
+   the peer reference routers (:mod:`aco_bert.evaluation.peers`, run by :mod:`aco_bert.evaluation.report_sources`:
+   ``tfidf-lr`` on the texts; ``knn``, ``mlp``, ``mf`` on the neural run's embeddings), ``neural-heads`` (the
+   neural k-fold run's OOF logits of the tiers), ``stacked`` (XGBoost stacker over all OOF head logits + PCA'd
+   embeddings + handcrafted features).
 2. Expected cost: the tier mean (baseline, neural heads) or the cost regression (stacked), same protocol.
 3. Policies: Threshold (tau) and Utility (lambda) swept over fixed grids; the *selected* knob per fold comes from
    the realised success/cost on the outer-train prompts (held-out probabilities, real outcomes) by two rules,
@@ -20,7 +22,9 @@ once every knob is chosen without looking at the prompts it is judged on? Protoc
    tau on the same data.
    The cascade (stacked router first, execution-feedback verifier, escalation) tunes its first-tier tau and accept
    threshold the same way, with verifier scores from an inner cross-fit.
-4. The outer-test decisions of every fold are pooled and replayed by :mod:`aco_bert.evaluation.replay`.
+4. The outer-test decisions of every fold are pooled and replayed by :mod:`aco_bert.evaluation.replay`;
+   :mod:`aco_bert.evaluation.report_summary` condenses them per source and curve (AUC, AIQ, APGR, CPT) next to the
+   zero-router hull's and the oracle's AIQ.
 
 Prompts: with a neural run, exactly the run's own (its ``run.json``), never a fresh subsample (see
 :mod:`aco_bert.evaluation.report_inputs`). Outer folds follow the neural run's ``fold`` assignment when one is
@@ -39,12 +43,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from aco_bert.decision.calibration import (
-    IsotonicCalibrator,
-    calibration_report,
-    plot_reliability,
-)
+from aco_bert.decision.calibration import IsotonicCalibrator
+from aco_bert.evaluation.calibration import calibration_report, plot_reliability
 from aco_bert.evaluation.metrics.core import realised
+from aco_bert.evaluation.report_sources import cross_calibrate, peer_source, plan_peers
+from aco_bert.evaluation.report_summary import summarize_sources
 from aco_bert.evaluation.selection import RULES, TAUS, lambda_grid, select_match, select_savings
 from aco_bert.decision.verifier import Verifier, VerifierConfig, trace_arrays
 from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors
@@ -78,6 +81,9 @@ class RouterEvalConfig:
     delta: float = 0.1  # Learn-then-Test risk level
     normalize_logits: bool = True  # z-score neural OOF logits within each neural fold (see standardize_by_fold)
     tfidf: bool = True
+    # peer reference routers on the neural run's embeddings (aco_bert.evaluation.peers; [] = none, skipped
+    # without an --oof_run); on the command line `--peers "[knn, mf]"`, `--peers "[]"`
+    peers: list[str] = field(default_factory=lambda: ["knn", "mlp", "mf"])
     floors: bool = True  # apply the spec's floors (detected domains -> min tier); off to measure routing alone
     cascade: bool | None = None  # None: on when the data carry api_calls traces
     # accept thresholds of the verifier (0: never escalate, so the curve reaches the first policy's own points)
@@ -93,6 +99,11 @@ class RouterEvalConfig:
     stacker: StackerConfig = field(default_factory=StackerConfig)
     cost: CostModelConfig = field(default_factory=CostModelConfig)
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
+
+    def __post_init__(self) -> None:
+        from aco_bert.evaluation.report_sources import peer_names
+
+        self.peers = peer_names(self.peers)  # an unknown peer is refused here, naming the known ones
 
 
 def _hull_mix(fixed: Sequence[tuple[int, float, float]], max_cost: float, n: int, rng: np.random.Generator
@@ -131,16 +142,6 @@ def _outer_folds(cfg: RouterEvalConfig, m, neural_fold: np.ndarray | None, datas
 def _inner(ids: list[str], train: np.ndarray, k: int, seed: int) -> list[Fold]:
     """Inner folds over the outer-train prompts, as positions *into* ``train`` (local indices)."""
     return kfold([ids[i] for i in train], min(k, len(train)), seed)
-
-
-def _xcal(scores: np.ndarray, labels: np.ndarray, folds: Sequence[Fold]) -> np.ndarray:
-    """Cross-fitted calibration of held-out scores: each prompt's score mapped by an isotonic fit on the *other*
-    folds. Why: the training-side probabilities are what policy knobs are chosen on; calibrated in-sample, the
-    step function memorises those prompts' outcomes and every knob looks better than it will be on new prompts."""
-    out = np.full(scores.shape, np.nan)
-    for f in folds:
-        out[f.test] = IsotonicCalibrator.fit(scores[f.train], labels[f.train]).transform(scores[f.test])
-    return out
 
 
 def _frontier_col(spec, success_tr: np.ndarray, cost_tr: np.ndarray) -> int:
@@ -199,7 +200,9 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
     traces = trace_arrays(m)
     do_cascade = cfg.cascade if cfg.cascade is not None else bool(np.isfinite(traces["api_calls"]).any())
 
-    srcs = ["tfidf-lr"] if cfg.tfidf else []
+    emb = neural["inputs"].embeddings if neural is not None else None
+    peer_srcs, peer_notes = plan_peers(cfg.peers, cfg.tfidf, emb, log)
+    srcs = list(peer_srcs)
     if neural is not None and neural["cols"] is not None:
         srcs.append("neural-heads")
     srcs.append("stacked")
@@ -267,7 +270,6 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
         mean_c = np.nanmean(cost[tr], axis=0)
         cost_mean_tr, cost_mean_te = np.tile(mean_c, (len(tr), 1)), np.tile(mean_c, (len(te), 1))
         cost_pred_mean[te] = cost_mean_te
-        emb = neural["inputs"].embeddings if neural is not None else None
         heads = neural["heads_cost"] if neural is not None else None
         heads_in = None if heads is None else np.clip(heads, 0, None)  # USD, as the runtime feeds them
         sub = lambda a, i: None if a is None else a[i]  # noqa: E731
@@ -283,29 +285,27 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
         # --- probability sources -----------------------------------------------------------------------------
         src_tr: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         src_te: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        if cfg.tfidf:
-            from aco_bert.evaluation.tfidf import TfidfLR, oof_predict
-
-            texts_tr = [m.prompts[i] for i in tr]
-            oof = oof_predict(texts_tr, y[tr], inner)
-            cal = IsotonicCalibrator.fit(oof, y[tr])
-            te_p = cal(TfidfLR().fit(texts_tr, y[tr]).predict_proba([m.prompts[i] for i in te]))
-            src_tr["tfidf-lr"], src_te["tfidf-lr"] = (_xcal(oof, y[tr], inner), cost_mean_tr), (te_p, cost_mean_te)
+        for s in peer_srcs:  # fitted on the outer-train prompts only; tier-mean expected cost like tfidf always had
+            t_peer = time.time()
+            p_tr, p_te = peer_source(s, m.prompts, emb, y, tr, te, inner, cfg.seed)
+            src_tr[s], src_te[s] = (p_tr, cost_mean_tr), (p_te, cost_mean_te)
+            log(f"[router-eval] fold {f.index}: peer {s} {time.time() - t_peer:.1f} s")
         if "neural-heads" in srcs:
             lg = neural["inputs"].logits[:, neural["cols"]]
             cal = IsotonicCalibrator.fit(lg[tr], y[tr])  # train logits are out-of-fold w.r.t. the neural run
             # tier-mean cost: the cost heads are scored separately (diagnostics), they lose to the mean here
-            src_tr["neural-heads"] = (_xcal(lg[tr], y[tr], inner), cost_mean_tr)
+            src_tr["neural-heads"] = (cross_calibrate(lg[tr], y[tr], inner), cost_mean_tr)
             src_te["neural-heads"] = (cal(lg[te]), cost_mean_te)
         for name, sc in synth.items():
             cal = IsotonicCalibrator.fit(sc[tr], y[tr])
-            src_tr[name], src_te[name] = (_xcal(sc[tr], y[tr], inner), cost_mean_tr), (cal(sc[te]), cost_mean_te)
+            src_tr[name] = (cross_calibrate(sc[tr], y[tr], inner), cost_mean_tr)
+            src_te[name] = (cal(sc[te]), cost_mean_te)
         stack_in = StackInputs(logits=None if neural is None else neural["inputs"].logits,
                                embeddings=emb, features=x_feat)
         fs = fit_stack(stack_in.subset(tr), y[tr], cfg.stacker, tiers=spec.models, prompt_ids=[ids[i] for i in tr])
         raw_te = fs.stacker.predict(stack_in.subset(te))
         raw_stacked[te] = raw_te
-        src_tr["stacked"] = (_xcal(fs.inner_oof, y[tr], inner), cost_model_tr)
+        src_tr["stacked"] = (cross_calibrate(fs.inner_oof, y[tr], inner), cost_model_tr)
         src_te["stacked"] = (fs.calibrator(raw_te), cost_model_te)
 
         for s in srcs:
@@ -325,8 +325,8 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
                     chosen_knobs[f"{s}/{fam}/{rule}"].append(k_sel)
                     selected[(s, fam, rule)][te] = make[fam](k_sel).decide(ctx_te)
             if s == "stacked":
-                ts = TargetSuccess(target=s_front - cfg.within, delta=cfg.delta, fallback_tier=fc).fit(
-                    ctx_tr, y[tr], cost[tr])
+                # the rule a bundle ships (aco_bert.decision.stage): no certified tau -> most likely tier
+                ts = TargetSuccess(target=s_front - cfg.within, delta=cfg.delta).fit(ctx_tr, y[tr], cost[tr])
                 ltt_tiers[te] = ts.decide(ctx_te)
                 ltt_info.append({"fold": f.index, **ts.to_dict(), "n_certified": ts.result.n_certified})
 
@@ -457,7 +457,9 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
         "evaluator": report.to_dict(), "diagnostics": diag, "seconds": time.time() - t_start,
         "neural_run": None if neural is None else {"dir": cfg.oof_run, "mean_auc": neural["meta"].get("mean_auc"),
                                                     "config": neural["meta"].get("config")},
+        "peers": peer_srcs, "peer_notes": peer_notes,
     }
+    out |= summarize_sources(srcs, peer_srcs, report.metrics, rows, diag["auc"], RULES)
     out["markdown"] = markdown(out)
     json_path = report_json_path(cfg)
     if json_path is not None:
@@ -467,7 +469,8 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
         od = Path(cfg.out_dir)
         od.mkdir(parents=True, exist_ok=True)
         (od / "report.md").write_text(out["markdown"])
-        plot_nested_curves(report, od / "cost_quality.png", title=f"{dataset} ({spec.name}): nested CV, {n} prompts")
+        plot_nested_curves(report, od / "cost_quality.png", title=f"{dataset} ({spec.name}): nested CV, {n} prompts",
+                           peers=peer_srcs)
         plot_reliability(probs["stacked"], y, od / "reliability_stacked.png", spec.models,
                          title="stacked + isotonic, pooled outer-test predictions")
         plot_reliability(raw_stacked, y, od / "reliability_stacked_raw.png", spec.models,

@@ -14,8 +14,47 @@ import numpy as np
 from aco_bert.evaluation.replay import usd
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{100 * v:.1f} %"
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return "-" if v is None or not math.isfinite(v) else format(v, fmt)
+
+
+def sources_table(out: dict[str, Any]) -> list[str]:
+    """The router-vs-peers table: one row per (source, curve) with AUC, AIQ, APGR, CPT(80 %) and the selected
+    policies' success / cost / savings, from ``out["per_source"]`` (see
+    :mod:`aco_bert.evaluation.report_summary`). Ablation sources are left out (not routers)."""
+    per = out.get("per_source") or {}
+    if not per:
+        return []
+    lines = ["", f"Routers and peer reference routers (zero-router hull AIQ {_num(out.get('hull_aiq'), '.4f')}, "
+                 f"oracle AIQ {_num(out.get('oracle_aiq'), '.4f')}):", "",
+             "| Source | Curve | mean AUC | AIQ | APGR | CPT(80%) | [match] success / cost / savings | "
+             "[savings] success / cost / savings |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for s, rep in per.items():
+        if rep["kind"] == "ablation":
+            continue
+        label = f"{s} (peer)" if rep["kind"] == "peer" else s
+        for fam, c in rep["curves"].items():
+            cells = []
+            for rule in ("match", "savings"):
+                p = rep["selected"].get(f"{fam} [{rule}]")
+                cells.append("-" if p is None else
+                             f"{_pct(p['success'])} / {usd(p['cost_per_task'])} / {_pct(p['savings_vs_frontier'])}")
+            cpt = ("-" if c["aiq"] is None else "never") if c["cpt80"] is None else \
+                f"{usd(c['cpt80'])} ({_pct(c['cpt80_frac'])})"
+            lines.append(f"| {label} | {fam} | {_num(c['auc'], '.3f')} | {_num(c['aiq'], '.4f')} | "
+                         f"{_num(c['apgr'], '.3f')} | {cpt} | {cells[0]} | {cells[1]} |")
+    if out.get("peer_notes"):
+        lines += [""] + [f"Note: {n}" for n in out["peer_notes"]]
+    return lines
+
+
 def markdown(out: dict[str, Any]) -> str:
-    """The report tables: policies, curve metrics, AUC/calibration, cost model, conformal coverage."""
+    """The report tables: policies, routers vs peers, curve metrics, AUC/calibration, cost model, conformal
+    coverage."""
     ev = out["evaluator"]
     lines = [f"## {out['dataset']} / {out['spec']}: {out['n_prompts']} prompts, {len(out['models'])} tiers, "
              f"nested CV ({out['n_folds']} outer folds)", "",
@@ -27,6 +66,7 @@ def markdown(out: dict[str, Any]) -> str:
         lines.append(f"| {label} | {100 * r['success']:.1f} % | {usd(r['cost_per_task'])} | "
                      f"{'-' if sv is None or not math.isfinite(sv) else f'{100 * sv:.1f} %'} | "
                      f"{100 * r['hull_success_at_cost']:.1f} % | {r['vs_hull_pts']:+.1f} pt |")
+    lines += sources_table(out)
     mets = {k: v for k, v in ev["metrics"].items() if k != "range"}
     if mets:
         lines += ["", "| Curve | AIQ | APGR |", "|---|---:|---:|"]

@@ -162,6 +162,7 @@ def copy_decision_layer(stack_dir: Path, info: L.StackInfo, spec, model, out: Pa
         if list(st.tiers) != spec.models:
             raise ExportError(f"{stack_dir / L.STACKER_DIR}: stacker tiers {st.tiers} are not the spec's {spec.models}")
         shutil.copytree(stack_dir / L.STACKER_DIR, out / B.STACKER_DIR)
+        copy_signals(stack_dir, st, spec, out)
     elif spec.models != list(model.config.models):
         raise ExportError(f"{stack_dir}: heads mode routes among the heads' tiers {model.config.models}, the "
                           f"spec has {spec.models}; a different tier set needs a stacked stack")
@@ -177,6 +178,27 @@ def copy_decision_layer(stack_dir: Path, info: L.StackInfo, spec, model, out: Pa
     shutil.copytree(stack_dir / L.COST_MODEL_DIR, out / B.COST_MODEL_DIR)
     if (stack_dir / L.VERIFIER_DIR / "manifest.json").is_file():
         shutil.copytree(stack_dir / L.VERIFIER_DIR, out / B.VERIFIER_DIR)
+
+
+def copy_signals(stack_dir: Path, stacker, spec, out: Path) -> list[str]:
+    """Copy the fitted signals the stacker reads (``signals/<name>/``), each checked to load and to give the
+    columns the stacker was fitted on; returns their names (listed in the manifest)."""
+    from aco_bert.signals.registry import get_signal
+
+    names = list(stacker.layout.get("signals") or {})
+    for name in names:
+        src = stack_dir / L.SIGNALS_DIR / name
+        try:
+            sig = get_signal(name).load(src)
+        except (OSError, ValueError, KeyError) as e:
+            raise ExportError(f"{src}: the stacker reads signal {name!r} but it does not load ({e}); re-run "
+                              f"python -m aco_bert.stack") from e
+        width = stacker.layout["signals"][name]
+        if sig.width != width or sig.tiers != spec.models:
+            raise ExportError(f"{src}: {sig.width} columns for tiers {sig.tiers}; the stacker expects {width} for "
+                              f"{spec.models}; re-run python -m aco_bert.stack")
+        shutil.copytree(src, out / B.SIGNALS_DIR / name)
+    return names
 
 
 def _oof_summary(run_dir: Path) -> dict[str, Any] | None:
@@ -274,6 +296,7 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
             raise ExportError("export rejected, parity gate(s) failed: " + "; ".join(rep["failures"]), json_safe(rep))
         manifest_info = {
             "mode": info.mode,
+            "signals": sorted(p.name for p in (tmp / B.SIGNALS_DIR).glob("*")),  # the stacker's fitted signals
             "spec": spec.name,
             "dataset": label,
             "models": list(spec.models),

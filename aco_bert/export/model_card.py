@@ -44,8 +44,12 @@ def render_model_card(bundle_dir: str | Path, *, evaluation: dict[str, Any] | No
               f"({model.get('truncation')} truncation), pooling {model.get('pooling')}",
               f"- decision layer: {routing.get('mode', '?')} (policy `{routing.get('policy')}`, "
               f"tau {_fmt(routing.get('tau'))}, target {_fmt(routing.get('target'))}, delta {_fmt(routing.get('delta'))})"]
-    if routing.get("cascade"):
-        lines.append(f"- cascade: accept threshold {_fmt(routing['cascade'].get('accept'))}")
+    if routing.get("cascade") and (root / B.VERIFIER_DIR).is_dir():  # a cascade the stack stage fitted
+        lines.append(f"- cascade: escalation verifier on the run's trace, accept threshold "
+                     f"{_fmt(routing['cascade'].get('accept'))}")
+    elif routing.get("cascade"):
+        lines.append(f"- escalation (`/v1/escalate`): no verifier in this bundle; the router's prior P(success) of "
+                     f"the tier that ran is compared with accept {_fmt(routing['cascade'].get('accept'))}")
     lines += ["", "## Tiers", "", "| tier | model | input $/1M | output $/1M |", "|---:|---|---:|---:|"]
     for i, t in enumerate(spec.get("tiers", []), 1):
         lines.append(f"| {i} | {t.get('model')} | {_fmt(t.get('input_price'))} | {_fmt(t.get('output_price'))} |")

@@ -79,15 +79,11 @@ def calibration_texts(matrix, exclude: set[str], n: int, seed: int) -> list[str]
 
 
 def auc_per_tier(probs: np.ndarray, labels: np.ndarray) -> list[float | None]:
-    """ROC AUC per tier on observed labels (>= 0.5 = success); None where a tier has one class only."""
-    from sklearn.metrics import roc_auc_score
+    """:func:`aco_bert.evaluation.metrics.core.per_tier_auc` as a JSON-ready list (None where a tier has one
+    class only), for the manifest's parity section."""
+    from aco_bert.evaluation.metrics.core import per_tier_auc
 
-    out: list[float | None] = []
-    for t in range(labels.shape[1]):
-        ok = ~np.isnan(labels[:, t])
-        y = (labels[ok, t] >= 0.5).astype(int)
-        out.append(float(roc_auc_score(y, probs[ok, t])) if 0 < y.sum() < len(y) else None)
-    return out
+    return [None if not np.isfinite(a) else float(a) for a in per_tier_auc(labels, probs)]
 
 
 # --- outputs: torch (the training forward) and ORT (the runtime) -----------------------------------------------

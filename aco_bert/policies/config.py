@@ -80,9 +80,16 @@ class RoutingConfig(PolicyConfig):
 
         _number("target", self.target)
         _number("delta", self.delta)
+        if not isinstance(self.per_step, dict):
+            raise ValueError(f"per_step must be a mapping of step type -> policy, got {self.per_step!r}")
         bad = sorted(k for k in self.per_step if k not in STEP_TYPES)
         if bad:
             raise ValueError(f"per_step: unknown step types {bad}; expected {list(STEP_TYPES)}")
+        wrong = sorted(k for k, v in self.per_step.items() if not isinstance(v, PolicyConfig))
+        if wrong:
+            raise ValueError(f"per_step.{wrong[0]}: expected a mapping like {{policy: threshold, tau: 0.7}}")
+        if not isinstance(self.cascade, CascadeConfig):
+            raise ValueError(f"cascade must be a mapping like {{accept: 0.5, max_runs: 2}}, got {self.cascade!r}")
         if self.mode not in MODES:
             raise ValueError(f"routing mode {self.mode!r} not in {MODES}")
         if self.cost_heads_input not in COST_HEADS_INPUTS:

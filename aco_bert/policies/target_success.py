@@ -12,16 +12,20 @@ from aco_bert.policies.registry import register
 from aco_bert.policies.threshold import Threshold, threshold_reason
 
 
+NO_CERTIFIED_TAU = 1.01  # no tau certified: above every probability, i.e. each prompt to its most likely tier
+
+
 @register("target-success")
 @dataclass
 class TargetSuccess(Policy):
     """Threshold policy whose tau is certified by Learn-then-Test: success >= target w.p. >= 1 - delta.
 
     Fit it with :meth:`fit` on calibration prompts that the probabilities were *not* fitted on (out-of-fold).
-    When no tau can be certified (too few calibration prompts for the margin, or an unreachable target) it routes
-    to ``fallback_tier`` if set (typically the frontier: no saving, but no false promise either), else to the
-    most conservative tau, and ``guaranteed`` stays False. From a bundle's config it is the Threshold policy at
-    the stored tau (the stack stage already wrote the fallback as tau > 1 when nothing was certified).
+    When no tau can be certified (too few calibration prompts for the margin, or an unreachable target),
+    ``guaranteed`` stays False and it routes to ``fallback_tier`` if set (e.g. the frontier: no saving, no false
+    promise), else with tau = :data:`NO_CERTIFIED_TAU` (> 1: every prompt to its most likely allowed tier). The
+    latter is what a bundle can store (a tau), so the stack stage and the nested report both use it: the report
+    measures exactly the rule a bundle ships. From a bundle's config it is the Threshold policy at the stored tau.
     """
 
     target: float | None
@@ -41,6 +45,8 @@ class TargetSuccess(Policy):
         r = choose_tau(ctx, success, cost, target=self.target, delta=self.delta,
                        taus=DEFAULT_TAUS if taus is None else tuple(taus))
         self.tau, self.guaranteed = r.tau, r.guaranteed
+        if not r.guaranteed and self.fallback_tier is None:
+            self.tau = NO_CERTIFIED_TAU
         self.result = r
         return self
 

@@ -1,5 +1,5 @@
-"""The runtime's decision layer: encoder outputs -> stacker or heads -> calibration -> expected cost -> floors ->
-policy.
+"""The runtime's decision layer: encoder outputs (+ prompt texts and metadata) -> signals -> stacker or heads ->
+calibration -> expected cost -> floors -> policy.
 
 Every number comes from the fitted models' own ``predict`` (:meth:`Stacker.predict`, :meth:`CostModel.predict`,
 :meth:`Verifier.predict_runs`: numpy trees checked against XGBoost, see :mod:`aco_bert.decision.trees`), the floors
@@ -19,7 +19,7 @@ from aco_bert.artifacts import bundle as B
 from aco_bert.policies import Cascade, RoutingConfig, build_context, from_config, named_policy
 from aco_bert.runtime.inputs import Encoded, featurizable
 from aco_bert.spec import RouterSpec
-from aco_bert.types import BundleError, Decision, Escalation
+from aco_bert.types import BundleError, Decision, Escalation, RoutingInputError
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -50,6 +50,7 @@ class DecisionLayer:
                 if not (bundle_dir / B.STACKER_DIR / "manifest.json").exists():
                     raise BundleError(f"{bundle_dir}: routing.mode is 'stacked' but there is no {B.STACKER_DIR}/")
                 self.stacker = Stacker.load(bundle_dir / B.STACKER_DIR)
+            self.signals = self.load_signals()
             self.verifier = None
             if (bundle_dir / B.VERIFIER_DIR / "manifest.json").exists():
                 from aco_bert.decision.verifier import Verifier
@@ -76,6 +77,67 @@ class DecisionLayer:
         except (TypeError, ValueError) as e:
             raise BundleError(f"{bundle_dir / B.ROUTER_YAML}: routing: {e}") from e
 
+    def load_signals(self) -> dict:
+        """The fitted signals the stacker reads (``signals/<name>/``), checked against its layout and the spec."""
+        if self.stacker is None or not self.stacker.layout.get("signals"):
+            return {}
+        from aco_bert.signals.registry import get_signal
+
+        out = {}
+        for name, width in self.stacker.layout["signals"].items():
+            d = self.bundle_dir / B.SIGNALS_DIR / name
+            if not (d / "manifest.json").exists():
+                raise BundleError(f"{self.bundle_dir}: the stacker reads signal {name!r} but there is no "
+                                  f"{B.SIGNALS_DIR}/{name}/")
+            sig = get_signal(name).load(d)
+            if sig.width != width or sig.tiers != self.spec.models:
+                raise BundleError(f"{d}: signal gives {sig.width} columns for tiers {sig.tiers}; the stacker "
+                                  f"expects {width} for {self.spec.models}")
+            out[name] = sig
+        return out
+
+    def metadata_columns(self, metadata: Sequence[Any] | None, n: int) -> dict[str, list[str | None]]:
+        """Per-request metadata (one mapping or None per prompt) -> the spec's declared columns; a key the spec
+        does not declare, or a value that is not a string/number, is a :class:`RoutingInputError`."""
+        from aco_bert.signals.metadata import metadata_value
+
+        cols: dict[str, list[str | None]] = {c: [None] * n for c in self.spec.metadata}
+        if metadata is None:
+            return cols
+        if isinstance(metadata, (str, bytes, dict)) or not isinstance(metadata, Sequence) or len(metadata) != n:
+            raise RoutingInputError(f"metadata must be a list with one mapping (or None) per prompt ({n})")
+        where = (lambda i: "") if n == 1 else (lambda i: f"prompt {i}: ")
+        for i, row in enumerate(metadata):
+            if row is None:
+                continue
+            if not isinstance(row, dict):
+                raise RoutingInputError(f"{where(i)}metadata must be a mapping of column -> value")
+            for k, v in row.items():
+                if k not in cols:
+                    raise RoutingInputError(f"{where(i)}metadata column {k!r} is not declared in the spec's "
+                                            f"metadata {self.spec.metadata}")
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (str, int, float))):
+                    raise RoutingInputError(f"{where(i)}metadata[{k!r}] must be a string or a number, got {v!r}")
+                cols[k][i] = metadata_value(v)
+        return cols
+
+    def signal_blocks(self, texts: Sequence[str] | None, outputs: dict[str, np.ndarray],
+                      metadata: dict[str, list[str | None]] | None = None) -> dict[str, np.ndarray]:
+        """Each signal's :meth:`~aco_bert.signals.base.Signal.predict` block for the batch."""
+        if not self.signals:
+            return {}
+        from aco_bert.signals.base import SignalData
+
+        n = len(outputs["logits"])
+        if texts is None or len(texts) != n:
+            raise BundleError(f"{self.bundle_dir}: the stacker reads signals {list(self.signals)}, which need the "
+                              f"{n} prompt texts")
+        data = SignalData(list(texts), outputs.get("pooled"), metadata or self.metadata_columns(None, n))
+        try:
+            return {name: sig.predict(data) for name, sig in self.signals.items()}
+        except ValueError as e:
+            raise BundleError(f"{self.bundle_dir}: {e}") from e
+
     def boosters(self) -> list:
         """Every XGBoost booster of the stacker, the cost model and the verifier."""
         out = [b for b in (self.stacker.boosters if self.stacker is not None else []) if b is not None]
@@ -85,17 +147,21 @@ class DecisionLayer:
         return out
 
     # --- probabilities and costs ------------------------------------------------------------------------------
-    def raw_scores(self, outputs: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
-        """Uncalibrated (P, T) scores: :meth:`Stacker.predict` on the encoder outputs, or the heads' sigmoid."""
+    def raw_scores(self, outputs: dict[str, np.ndarray], features: np.ndarray, texts: Sequence[str] | None = None,
+                   metadata: dict[str, list[str | None]] | None = None) -> np.ndarray:
+        """Uncalibrated (P, T) scores: :meth:`Stacker.predict` on the encoder outputs, the handcrafted features
+        and the signals' blocks of ``texts`` (+ ``metadata`` columns), or the heads' sigmoid."""
         if self.stacker is None:
             return sigmoid(outputs["logits"])
         from aco_bert.decision.stacker import StackInputs
 
         lay = self.stacker.layout
+        blocks = self.signal_blocks(texts, outputs, metadata)
         try:
             return self.stacker.predict(StackInputs(logits=outputs["logits"] if lay.get("logits") else None,
                                                     embeddings=outputs["pooled"] if lay.get("pca") else None,
-                                                    features=features if lay.get("features") else None))
+                                                    features=features if lay.get("features") else None,
+                                                    signals=blocks))
         except ValueError as e:
             raise BundleError(f"{self.bundle_dir}: {e} (the model gives logits {outputs['logits'].shape}, pooled "
                               f"{outputs['pooled'].shape}, features {np.shape(features)})") from e
@@ -125,8 +191,9 @@ class DecisionLayer:
         except ValueError as e:
             raise BundleError(f"{self.bundle_dir}: {e}") from e
 
-    def probs_costs(self, outputs: dict[str, np.ndarray], features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probs = self.calibrator.transform(self.raw_scores(outputs, features))
+    def probs_costs(self, outputs: dict[str, np.ndarray], features: np.ndarray, texts: Sequence[str] | None = None,
+                    metadata: dict[str, list[str | None]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        probs = self.calibrator.transform(self.raw_scores(outputs, features, texts, metadata))
         return np.clip(probs, 0.0, 1.0), self.expected_cost(outputs, features)
 
     # --- decisions --------------------------------------------------------------------------------------------
@@ -150,11 +217,13 @@ class DecisionLayer:
         return raw, np.maximum(raw, ctx.min_tier), names
 
     def decisions(self, texts: Sequence[str], outputs: dict[str, np.ndarray], enc: Encoded, step_types, domains,
-                  budgets, min_tiers, max_length: int) -> list[Decision]:
+                  budgets, min_tiers, max_length: int, metadata: dict[str, list[str | None]] | None = None
+                  ) -> list[Decision]:
+        """``metadata``: the spec's columns (:meth:`metadata_columns`), None = all unknown."""
         from aco_bert.signals.handcrafted import featurize
 
         feats = featurize(texts, [s if featurizable(s) else None for s in step_types])
-        probs, costs = self.probs_costs(outputs, feats)
+        probs, costs = self.probs_costs(outputs, feats, texts, metadata)
         ctx, fl = self.context(texts, probs, costs, step_types, domains, budgets, min_tiers, features=feats)
         raw, final, names = self.choose(ctx)
         models = self.spec.models
@@ -177,14 +246,15 @@ class DecisionLayer:
         return out
 
     def escalation(self, prompt: str, outputs: dict[str, np.ndarray], tier0: int, trace: dict[str, float],
-                   step_type: str | None, domains: Any, min_tier: int | None) -> Escalation:
+                   step_type: str | None, domains: Any, min_tier: int | None,
+                   metadata: dict[str, list[str | None]] | None = None) -> Escalation:
         """Accept ``tier0``'s run or escalate: :meth:`Verifier.predict_runs` on the run's ``trace`` (else the
         prior P(success) of that tier), then :meth:`Cascade.step`."""
         from aco_bert.decision.verifier import TRACE_SIGNALS
         from aco_bert.signals.handcrafted import featurize
 
         feats = featurize([prompt], [step_type if featurizable(step_type) else None])
-        probs, costs = self.probs_costs(outputs, feats)
+        probs, costs = self.probs_costs(outputs, feats, [prompt], metadata)
         ctx, fl = self.context([prompt], probs, costs, [step_type], [domains], [None], [min_tier], features=feats)
         prior = float(probs[0, tier0])
         reasons: list[str] = []

@@ -7,7 +7,8 @@
 
 Pipeline per batch: validate the request (:mod:`aco_bert.runtime.inputs`) -> tokenise (head+tail truncation,
 :mod:`aco_bert.model.tokenization`) -> ONNX Runtime encoder+heads (``logits``, ``pooled``[, ``cost``]) -> the decision
-layer (:mod:`aco_bert.runtime.layer`): handcrafted features, stacker ("stacked" mode) or the heads' sigmoid ("heads"
+layer (:mod:`aco_bert.runtime.layer`): handcrafted features, the stacker's signals (TF-IDF-LR, neighbour outcomes,
+declared metadata), stacker ("stacked" mode) or the heads' sigmoid ("heads"
 mode), isotonic calibration, expected cost per tier, safety floors, the bundle's routing policy
 (:mod:`aco_bert.policies`). Which mode a bundle runs is decided by its ``routing.mode`` and what it contains.
 
@@ -170,35 +171,42 @@ class Router:
         return full, parts
 
     def decide_from_outputs(self, texts: Sequence[str], outputs: dict[str, np.ndarray], enc: Encoded,
-                            step_types=None, domains=None, budgets=None, min_tiers=None) -> list[Decision]:
-        """The decision layer on given encoder outputs (ORT here; torch in the exporter's parity check)."""
+                            step_types=None, domains=None, budgets=None, min_tiers=None,
+                            metadata: Sequence[dict[str, Any] | None] | None = None) -> list[Decision]:
+        """The decision layer on given encoder outputs (ORT here; torch in the exporter's parity check).
+        ``metadata``: one mapping of the spec's declared columns (or None) per prompt."""
         n = len(texts)
+        meta = self.layer.metadata_columns(metadata, n)
         return self.layer.decisions(texts, outputs, enc, step_types or [None] * n, domains or [None] * n,
-                                    budgets or [None] * n, min_tiers or [None] * n, self.max_length)
+                                    budgets or [None] * n, min_tiers or [None] * n, self.max_length, meta)
 
     # --- public API -------------------------------------------------------------------------------------------
     def route(self, prompt: str, step_type: str | None = None, domain: str | list[str] | None = None,
-              budget: float | None = None, min_tier: int | None = None) -> Decision:
+              budget: float | None = None, min_tier: int | None = None,
+              metadata: dict[str, Any] | None = None) -> Decision:
         """Route one prompt (see :meth:`route_batch`)."""
-        return self.route_batch([prompt], [step_type], [domain], [budget], [min_tier])[0]
+        return self.route_batch([prompt], [step_type], [domain], [budget], [min_tier], [metadata])[0]
 
     def route_batch(self, prompts: Sequence[str], step_types: Sequence[str | None] | None = None,
                     domains: Sequence[str | list[str] | None] | None = None,
                     budgets: Sequence[float | None] | None = None,
-                    min_tiers: Sequence[int | None] | None = None) -> list[Decision]:
+                    min_tiers: Sequence[int | None] | None = None,
+                    metadata: Sequence[dict[str, Any] | None] | None = None) -> list[Decision]:
         """Route a batch in one forward pass (chunked above ``max_batch``). Every input is validated before any
-        work is done; a bad one raises :class:`RoutingInputError` naming its position."""
+        work is done; a bad one raises :class:`RoutingInputError` naming its position. ``metadata``: per prompt,
+        the values of the spec's declared metadata columns (e.g. ``{"repo": "django/django"}``; unknown: None)."""
         if isinstance(prompts, str) or not isinstance(prompts, Sequence):
             raise RoutingInputError("prompts must be a list of strings")
         n = len(prompts)
         if n == 0:
             return []
         args = validate_requests(self.spec, prompts, step_types, domains, budgets, min_tiers)
+        self.layer.metadata_columns(metadata, n)  # refuse bad metadata before any work
         enc, outputs = self.infer(list(prompts))
-        return self.decide_from_outputs(list(prompts), outputs, enc, *args)
+        return self.decide_from_outputs(list(prompts), outputs, enc, *args, metadata=metadata)
 
     def escalate(self, prompt: str, tier_run: int, trace: dict[str, Any] | None = None,
-                 step_type: str | None = None) -> Escalation:
+                 step_type: str | None = None, metadata: dict[str, Any] | None = None) -> Escalation:
         """After ``tier_run`` (1-based) ran on ``prompt``: accept its answer, or escalate to a higher tier.
 
         ``trace`` holds the run's signals (``api_calls``, ``cost`` or ``cost_usd``, ``latency_s``, ...). The
@@ -208,8 +216,9 @@ class Router:
         steps, doms, _, mins = validate_requests(self.spec, [prompt], [step_type], None, None, None)
         tier0 = validate_tier(tier_run, self.spec.n_tiers)
         sig = validate_trace(trace)
+        meta = self.layer.metadata_columns(None if metadata is None else [metadata], 1)
         _, outputs = self.infer([prompt])
-        return self.layer.escalation(prompt, outputs, tier0, sig, steps[0], doms[0], mins[0])
+        return self.layer.escalation(prompt, outputs, tier0, sig, steps[0], doms[0], mins[0], meta)
 
     def __repr__(self) -> str:
         return (f"Router({str(self.bundle_dir)!r}, spec={self.spec.name!r}, mode={self.mode!r}, "

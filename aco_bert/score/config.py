@@ -99,10 +99,6 @@ class ScoreSummary:
     def n_scored(self) -> int:
         return self.n_rows - self.n_errors
 
-    @property
-    def rows_per_s(self) -> float:
-        return self.n_rows / self.seconds if self.seconds > 0 else float("nan")
-
     def text(self) -> str:
         lines = [f"scored {self.n_rows} rows ({self.n_scored} routed, {self.n_errors} marked bad) in "
                  f"{self.n_chunks} chunks ({self.chunks_resumed} resumed) in {self.seconds:.1f} s -> {self.output}"]

@@ -69,7 +69,7 @@ def meta_col(matrix, col: str) -> list[Any]:
 
 def meta_domains(matrix) -> list[list[str] | None]:
     """A prompt's domains for the spec's floors: its source/category/domain values (as the evaluator reads them)."""
-    from aco_bert.evaluate import DOMAIN_COLUMNS
+    from aco_bert.evaluation.reference import DOMAIN_COLUMNS
 
     cols = [c for c in DOMAIN_COLUMNS if c in matrix.meta.columns]
     vals = [meta_col(matrix, c) for c in cols]

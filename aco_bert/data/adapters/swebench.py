@@ -21,7 +21,7 @@ HF_DATASET = "princeton-nlp/SWE-bench_Verified"
 EXCLUDED_BY_DEFAULT = ("Claude 3.7 Sonnet (20250219)",)
 
 
-def _read_tasks(tasks: str) -> dict[str, dict[str, Any]]:
+def read_tasks(tasks: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if str(tasks).startswith("hf:"):
         import datasets
@@ -52,7 +52,7 @@ def load_swebench(
     boards = {b.get("name"): b for b in data.get("leaderboards", [])}
     if board not in boards:
         raise DataError(f"no leaderboard {board!r}; have {sorted(boards)}", file=str(leaderboard))
-    texts = _read_tasks(str(tasks))
+    texts = read_tasks(str(tasks))
     rows: list[dict[str, Any]] = []
     skipped: dict[str, int] = {}
     for ri, res in enumerate(boards[board]["results"]):

@@ -166,10 +166,6 @@ class RoutingSummary:
     n_missing: int  # prompts whose chosen (prompt, model) has no outcome
     n_cost_missing: int  # prompts with a known outcome but no cost
 
-    def savings_vs(self, frontier_cost: float) -> float:
-        return savings(self.cost_per_task, frontier_cost)
-
-
 def summarize(success, cost) -> RoutingSummary:
     """Mean success and cost/task of per-prompt realised outcomes (NaN = unknown, never a failure)."""
     s = np.asarray(success, dtype=float).ravel()
