@@ -1,5 +1,5 @@
 """Routing metrics: synthetic curves with known answers, a brute-force cross-check, and the evaluate.Metric
-wrappers loaded by path (offline) agreeing with policy_eval on real SWE-bench outcomes."""
+wrappers loaded by path (offline) agreeing with replay on real SWE-bench outcomes."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def report(swebench):
     return evaluate_policies(swebench.matrix(), dataset="swebench-verified")
 
 
-def test_evaluate_metrics_load_offline_and_agree_with_policy_eval(swebench, report, monkeypatch):
+def test_evaluate_metrics_load_offline_and_agree_with_replay(swebench, report, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     m = swebench.matrix()

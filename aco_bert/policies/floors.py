@@ -3,8 +3,11 @@
 Domains found in the prompt by :func:`aco_bert.signals.handcrafted.detect_domains` or declared by the request, and
 the request's ``step_type``, each give a minimum tier; the request may *raise* its own minimum but never lower it.
 :meth:`aco_bert.policies.base.Policy.decide` applies ``RoutingContext.min_tier``, so no policy (learned,
-conformal, cascade) can route below a floor. :func:`floors_for` is the one place floors are computed: the
-evaluator, the stack stage and the runtime all call it.
+conformal, cascade) can route below a floor. :func:`floors_for` computes them for the stack stage, the nested
+report, the scorer's evaluation and the runtime. What each passes in differs: the runtime and the scorer give
+detected *and* request-declared domains, the stack stage and the report detected domains only (outcome tables
+declare none that are floor domains today), and the reference-policy replay (``aco_bert.evaluate``) declared
+domains only (``RouterSpec.min_tier``), so its baseline tables do not move when a detector changes.
 """
 
 from __future__ import annotations
