@@ -224,3 +224,17 @@ def rows_to_table(rows: list[Mapping[str, Any]] | pd.DataFrame, *, file: str, na
     """Validate adapter output and wrap it; ``kw`` goes to :class:`OutcomeTable` (skipped, extras)."""
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     return OutcomeTable(validate_table(df, file=file), name=name, **kw)
+
+
+def success_matrix(success, n: int) -> np.ndarray:
+    """``success`` as an (n, T) float array in [0, 1] (NaN = unknown): the input check every router's ``fit``
+    makes (peers, TF-IDF-LR, signals), with a clear error otherwise."""
+    y = np.asarray(success, dtype=float)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[0] != n:
+        raise ValueError(f"success must be (n_prompts, n_tiers) with n_prompts = {n}; got shape {y.shape}")
+    known = y[~np.isnan(y)]
+    if known.size and (known.min() < 0 or known.max() > 1):
+        raise ValueError(f"success values must lie in [0, 1] (NaN = unknown); got [{known.min()}, {known.max()}]")
+    return y

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 from scipy import sparse
 
+from aco_bert.data.schema import success_matrix
 from aco_bert.data.splits import Fold
 
 
@@ -39,18 +40,6 @@ class TfidfLRConfig:
     # newton-cg reaches the same optimum as lbfgs here in 3-4 Newton steps, ~50x faster on 500 x 11k TF-IDF.
     solver: str = "newton-cg"
     seed: int = 0
-
-
-def _as_success(success: np.ndarray, n: int) -> np.ndarray:
-    y = np.asarray(success, dtype=float)
-    if y.ndim == 1:
-        y = y[:, None]
-    if y.ndim != 2 or y.shape[0] != n:
-        raise ValueError(f"success must be (n_prompts, n_tiers) with n_prompts = {n}; got shape {y.shape}")
-    known = y[~np.isnan(y)]
-    if known.size and (known.min() < 0 or known.max() > 1):
-        raise ValueError(f"success values must lie in [0, 1] (NaN = unknown); got range [{known.min()}, {known.max()}]")
-    return y
 
 
 class TfidfLR:
@@ -75,7 +64,7 @@ class TfidfLR:
         from sklearn.linear_model import LogisticRegression
 
         texts = list(texts)
-        y = _as_success(success, len(texts))
+        y = success_matrix(success, len(texts))
         if not texts:
             raise ValueError("cannot fit on zero texts")
         self.vectorizer_ = self._vectorizer(len(texts))
@@ -142,7 +131,7 @@ def oof_predict(texts: Sequence[str], success: np.ndarray, folds: Sequence[Fold]
     """Out-of-fold probabilities (P, T): each prompt is scored by a model that never saw it (folds from
     :func:`aco_bert.data.splits.kfold`). Prompts in no test fold stay NaN."""
     texts = list(texts)
-    y = _as_success(success, len(texts))
+    y = success_matrix(success, len(texts))
     check_folds(folds, len(texts))
     out = np.full(y.shape, np.nan)
     for f in folds:

@@ -17,18 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-
-def check_success(success: Any, n: int) -> np.ndarray:
-    """``success`` as an (n, T) float array in [0, 1] (NaN allowed); a clear error otherwise."""
-    y = np.asarray(success, dtype=float)
-    if y.ndim == 1:
-        y = y[:, None]
-    if y.ndim != 2 or y.shape[0] != n:
-        raise ValueError(f"success must be (n_prompts, n_tiers) with n_prompts = {n}; got shape {y.shape}")
-    known = y[~np.isnan(y)]
-    if known.size and (known.min() < 0 or known.max() > 1):
-        raise ValueError(f"success values must lie in [0, 1] (NaN = unknown); got [{known.min()}, {known.max()}]")
-    return y
+from aco_bert.data.schema import success_matrix as check_success  # noqa: F401  (the peers' name for it)
 
 
 def check_features(x: Any, what: str = "x") -> np.ndarray:
