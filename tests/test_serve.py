@@ -301,6 +301,10 @@ BAD = [
     ("unknown key", json.dumps({"prompt": "hi", "step-type": "edit"}).encode(), 422, "invalid_request", "step-type"),
     ("not an object", b'["hi"]', 422, "invalid_request", ""),
     ("empty body", b"", 422, "invalid_request", "missing or empty"),
+    ("undeclared metadata", json.dumps({"prompt": "hi", "metadata": {"repo": "django/django"}}).encode(), 422,
+     "invalid_input", "not declared"),
+    ("metadata not a mapping", json.dumps({"prompt": "hi", "metadata": ["repo"]}).encode(), 422, "invalid_request",
+     "metadata"),
 ]
 
 

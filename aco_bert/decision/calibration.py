@@ -24,6 +24,12 @@ from aco_bert.artifacts.jsonio import write_json
 FORMAT = "aco_bert.isotonic/1"
 
 
+def sigmoid(x) -> np.ndarray:
+    """The heads' probability before calibration, float64: the one sigmoid the stack stage (fitting the
+    calibrators), the export's parity check and the runtime's heads mode all apply to the ``logits`` output."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
 @dataclass
 class IsotonicCalibrator:
     """One monotone map per tier: ``p = interp(score, x[t], y[t])`` (clipped at both ends)."""

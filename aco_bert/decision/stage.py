@@ -79,10 +79,6 @@ class StackStageConfig:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
 
 
-def _sigmoid(x) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, float)))
-
-
 def _dataset_ref(cfg: StackStageConfig, run: L.RunInfo) -> L.DatasetRef:
     """The run's dataset, or the ``--dataset`` / ``--data_dir`` override made absolute (stored whole)."""
     if cfg.dataset:
@@ -174,9 +170,9 @@ def _fit_heads(cfg, inputs, y, cost, spec, m, out: Path):
     """Isotonic calibrators on the out-of-fold head sigmoid and the per-tier mean cost; held-out probabilities
     cross-fitted (each prompt calibrated by a map not fitted on it), expected cost = the mean."""
     from aco_bert.data.splits import kfold
-    from aco_bert.decision.calibration import IsotonicCalibrator
+    from aco_bert.decision.calibration import IsotonicCalibrator, sigmoid
 
-    raw = _sigmoid(inputs.logits)
+    raw = sigmoid(inputs.logits)
     IsotonicCalibrator.fit(raw, y, spec.models).save(out / L.CALIBRATORS)
     cm = CostModel.fit(cost, cfg=CostModelConfig(method="mean"), tiers=spec.models)
     cm.save(out / L.COST_MODEL_DIR)
@@ -191,7 +187,7 @@ def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
     from aco_bert.data.splits import kfold
     from aco_bert.evaluation.calibration import calibration_report
     from aco_bert.evaluation.metrics.core import realised
-    from aco_bert.evaluation.selection import TAUS, lambda_grid, select_match
+    from aco_bert.evaluation.selection import ACCEPTS, TAUS, frontier_col, lambda_grid, select_match
     from aco_bert.policies import (CascadeConfig, PolicyConfig, RoutingConfig, named_policy, RoutingContext, TargetSuccess, Threshold, Utility,
                                    floors_for)
     from aco_bert.signals.handcrafted import featurize
@@ -240,7 +236,7 @@ def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
 
     min_tier = floors_for(spec, m.prompts, steps).min_tier
     ctx = RoutingContext(held, held_cost, min_tier)
-    fc = spec.models.index(spec.frontier) if spec.frontier else int(np.nanargmax(np.nanmean(y, axis=0)))
+    fc = frontier_col(spec.models, spec.frontier, y, cost)
     s_front = float(np.nanmean(y[:, fc]))
     target = cfg.target if cfg.target is not None else s_front - cfg.within
     routing: dict[str, Any] = {"mode": cfg.mode, "policy": cfg.policy, "target": target, "delta": cfg.delta}
@@ -277,7 +273,7 @@ def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
         Verifier.fit(y, traces, inputs.features, held, cfg.verifier, tiers=spec.models).save(out / L.VERIFIER_DIR)
         pol = named_policy(PolicyConfig(policy=routing["policy"], tau=routing.get("tau"), lam=routing.get("lam")))
         pts = []
-        for acc in [0.0] + [round(float(a), 3) for a in np.linspace(0.3, 0.95, 14)]:
+        for acc in ACCEPTS:
             r = Cascade(pol, pol, acc).replay(ctx, y, cost, q)
             sm = r.summary()
             pts.append((acc, sm["success"], sm["cost_per_task"]))

@@ -246,12 +246,16 @@ def utility_sweep(name: str = "utility", lams: Sequence[float] | None = None, ct
 
 
 def frontier_model(fixed: Mapping[str, PolicyResult], frontier: str | None = None) -> str:
-    """``frontier`` if given, else the best success, ties to the cheaper."""
-    if frontier is not None:
-        if frontier not in fixed:
-            raise ValueError(f"frontier {frontier!r} is not among the evaluated models {list(fixed)}")
-        return frontier
-    return min(fixed, key=lambda m: (-_nz(fixed[m].success), _nz(fixed[m].cost_per_task, np.inf)))
+    """``frontier`` if given, else the best success, ties to the cheaper (:func:`~aco_bert.evaluation.selection.
+    frontier_col`, the rule the stack stage and the report use, on the realised points of ``fixed``)."""
+    from aco_bert.evaluation.selection import frontier_col
+
+    if frontier is not None and frontier not in fixed:
+        raise ValueError(f"frontier {frontier!r} is not among the evaluated models {list(fixed)}")
+    names = list(fixed)
+    success = np.array([[_nz(fixed[m].success, np.nan) for m in names]])
+    cost = np.array([[_nz(fixed[m].cost_per_task, np.nan) for m in names]])
+    return names[frontier_col(names, frontier, success, cost)]
 
 
 def cheapest_model(fixed: Mapping[str, PolicyResult]) -> str:

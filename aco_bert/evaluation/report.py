@@ -48,7 +48,8 @@ from aco_bert.evaluation.calibration import calibration_report, plot_reliability
 from aco_bert.evaluation.metrics.core import realised
 from aco_bert.evaluation.report_sources import cross_calibrate, peer_source, plan_peers
 from aco_bert.evaluation.report_summary import summarize_sources
-from aco_bert.evaluation.selection import RULES, TAUS, lambda_grid, select_match, select_savings
+from aco_bert.evaluation.selection import (ACCEPTS, CASCADE_TAUS, RULES, TAUS, frontier_col, lambda_grid, select_match,
+                                          select_savings)
 from aco_bert.decision.verifier import Verifier, VerifierConfig, trace_arrays
 from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors
 from aco_bert.artifacts.jsonio import write_json
@@ -87,8 +88,8 @@ class RouterEvalConfig:
     floors: bool = True  # apply the spec's floors (detected domains -> min tier); off to measure routing alone
     cascade: bool | None = None  # None: on when the data carry api_calls traces
     # accept thresholds of the verifier (0: never escalate, so the curve reaches the first policy's own points)
-    cascade_accepts: list[float] = field(default_factory=lambda: [0.0] + [round(x, 3) for x in np.linspace(0.3, 0.95, 14)])
-    cascade_taus: list[float] = field(default_factory=lambda: [round(x, 3) for x in np.linspace(0.3, 0.95, 14)])
+    cascade_accepts: list[float] = field(default_factory=lambda: list(ACCEPTS))
+    cascade_taus: list[float] = field(default_factory=lambda: list(CASCADE_TAUS))
     # Ablation: probability sources made from the TRUE outcomes plus noise, at these per-tier AUCs (binormal
     # scores, isotonic-calibrated on the training folds like every other source). Not a router: it measures how
     # much signal the nested policies need before they beat the zero-router hull.
@@ -142,14 +143,6 @@ def _outer_folds(cfg: RouterEvalConfig, m, neural_fold: np.ndarray | None, datas
 def _inner(ids: list[str], train: np.ndarray, k: int, seed: int) -> list[Fold]:
     """Inner folds over the outer-train prompts, as positions *into* ``train`` (local indices)."""
     return kfold([ids[i] for i in train], min(k, len(train)), seed)
-
-
-def _frontier_col(spec, success_tr: np.ndarray, cost_tr: np.ndarray) -> int:
-    if spec.frontier is not None:
-        return spec.models.index(spec.frontier)
-    s = np.nanmean(success_tr, axis=0)
-    c = np.nanmean(cost_tr, axis=0)
-    return int(min(range(len(s)), key=lambda t: (-s[t], c[t])))
 
 
 def report_json_path(cfg: RouterEvalConfig) -> Path | None:
@@ -250,7 +243,7 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
         tr, te = np.asarray(f.train), np.asarray(f.test)
         assert not np.intersect1d(tr, te).size, "outer train and test overlap"
         inner = _inner(ids, tr, cfg.k_inner, cfg.seed + 1 + f.index)
-        fc = _frontier_col(spec, y[tr], cost[tr])
+        fc = frontier_col(spec.models, spec.frontier, y[tr], cost[tr])
         s_front = float(np.nanmean(y[tr, fc]))
         target = s_front - cfg.within + cfg.margin
         max_cost = (1 - cfg.min_savings) * float(np.nanmean(cost[tr, fc]))

@@ -12,6 +12,21 @@ import numpy as np
 
 TAUS = [round(float(x), 4) for x in np.linspace(0.0, 1.0, 101)]
 RULES = ("match", "savings")
+# the cascade's first-tier taus and its verifier's accept thresholds (0 = never escalate, so the cascade curve
+# reaches the first policy's own points); shared by the stack stage and the report so both search the same grid
+CASCADE_TAUS = [float(round(x, 3)) for x in np.linspace(0.3, 0.95, 14)]
+ACCEPTS = [0.0] + CASCADE_TAUS
+
+
+def frontier_col(spec_models: Sequence[str], frontier: str | None, success: np.ndarray, cost: np.ndarray) -> int:
+    """The frontier tier's column: the spec's ``frontier`` when set, else the best mean success (ties: the cheaper
+    mean cost). ``success``/``cost`` are (prompts, tiers) on the prompts a choice may look at (training only)."""
+    if frontier is not None:
+        return list(spec_models).index(frontier)
+    s = np.nanmean(np.asarray(success, float), axis=0)
+    c = np.nanmean(np.asarray(cost, float), axis=0)
+    s, c = np.where(np.isnan(s), -np.inf, s), np.where(np.isnan(c), np.inf, c)
+    return int(min(range(len(s)), key=lambda t: (-s[t], c[t])))
 
 
 def lambda_grid(cost_scale: float) -> list[float]:

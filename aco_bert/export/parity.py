@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from aco_bert.artifacts import bundle as B
+from aco_bert.decision.calibration import sigmoid
 from aco_bert.export.int8 import INT8_SCHEMES, quantize_int8
 from aco_bert.export.onnx import onnx_output_names
 
@@ -89,10 +90,6 @@ def auc_per_tier(probs: np.ndarray, labels: np.ndarray) -> list[float | None]:
 # --- outputs: torch (the training forward) and ORT (the runtime) -----------------------------------------------
 
 
-def _sigmoid(x) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, float)))
-
-
 def torch_outputs(model, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``model(input_ids, attention_mask)`` -- the training forward, eval mode -- as the ONNX graph's named
     outputs (``logits``, ``pooled``[, ``cost``])."""
@@ -141,7 +138,7 @@ def compare_to_torch(router, texts: list[str], ref: dict[str, np.ndarray], torch
     t = time.perf_counter()
     out = ort_outputs(router, texts, one_by_one)
     dec = router.route_batch(texts)
-    p, p_ref = _sigmoid(out["logits"]), _sigmoid(ref["logits"])
+    p, p_ref = sigmoid(out["logits"]), sigmoid(ref["logits"])
     final, final_ref = np.array([d.probs for d in dec]), np.array([d.probs for d in torch_dec])
     r: dict[str, Any] = {
         "max_abs_dp": float(np.max(np.abs(p - p_ref))), "mean_abs_dp": float(np.mean(np.abs(p - p_ref))),

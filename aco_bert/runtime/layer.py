@@ -16,14 +16,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from aco_bert.artifacts import bundle as B
+from aco_bert.decision.calibration import sigmoid
 from aco_bert.policies import Cascade, RoutingConfig, build_context, from_config, named_policy
 from aco_bert.runtime.inputs import Encoded, featurizable
 from aco_bert.spec import RouterSpec
 from aco_bert.types import BundleError, Decision, Escalation, RoutingInputError
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
 class DecisionLayer:

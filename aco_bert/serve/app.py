@@ -309,7 +309,7 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
         if req is None:
             return RouteArgs(prompt), note
         return RouteArgs(prompt, step_type=req.step_type, domain=req.domain, budget=req.budget,
-                         min_tier=req.min_tier), note
+                         min_tier=req.min_tier, metadata=req.metadata), note
 
     def check_messages(messages: list | None) -> None:
         if messages is not None and len(messages) > config.max_messages:

@@ -29,6 +29,7 @@ class RouteArgs:
     domain: str | list[str] | None = None
     budget: float | None = None
     min_tier: int | None = None
+    metadata: dict[str, str] | None = None  # values of the spec's declared metadata columns (stacker signal)
 
 
 class BatchItemError(RoutingInputError):
@@ -67,7 +68,7 @@ class RouteEngine:
     # -- single-thread-pool calls -------------------------------------------------------------------------------
     def _route_one(self, a: RouteArgs) -> Decision:
         return self.router.route(a.prompt, step_type=a.step_type, domain=a.domain, budget=a.budget,
-                                 min_tier=a.min_tier)
+                                 min_tier=a.min_tier, metadata=a.metadata)
 
     def _route_many(self, items: list[RouteArgs]) -> list[Decision]:
         """One forward pass; on a refused item, find which one so the error can name it."""
@@ -75,7 +76,7 @@ class RouteEngine:
             return self.router.route_batch(
                 [a.prompt for a in items], step_types=[a.step_type for a in items],
                 domains=[a.domain for a in items], budgets=[a.budget for a in items],
-                min_tiers=[a.min_tier for a in items])
+                min_tiers=[a.min_tier for a in items], metadata=[a.metadata for a in items])
         except RoutingInputError as e:
             for i, a in enumerate(items):
                 try:

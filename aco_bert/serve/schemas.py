@@ -52,6 +52,15 @@ class RoutingFields(BaseModel):
     domain: str | list[str] | None = Field(None, description="domain(s) whose floors apply, e.g. 'legal'")
     budget: float | None = Field(None, ge=0, allow_inf_nan=False, description="USD budget for this task")
     min_tier: int | None = Field(None, ge=1, description="lowest 1-based tier allowed")
+    metadata: dict[str, str] | None = Field(None, description="values of the router spec's declared metadata "
+                                            "columns, e.g. {\"repo\": \"django/django\"}; undeclared keys -> 422")
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v):
+        if v is not None and len(v) > 64:
+            raise ValueError("at most 64 metadata columns")
+        return v
 
     @field_validator("domain")
     @classmethod
