@@ -239,6 +239,53 @@ def test_export_refuses_inputs_it_cannot_trust(run_dir, data_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+
+def test_policy_overrides_follow_the_registry_and_drop_the_stacks_choice(heads_stack, monkeypatch):
+    """--policy accepts any registered policy (and its ``requires``), refuses an unknown one naming the known ones;
+    an override of the policy or its knob drops the stack's target/guarantee/note (the bundle no longer runs it)."""
+    import dataclasses
+
+    from aco_bert.export.build import routing_for
+    from aco_bert.policies import registry
+    from aco_bert.policies.threshold import Threshold
+
+    info = StackInfo.load(heads_stack)
+    info = dataclasses.replace(info, routing=info.routing | {"policy": "target-success", "tau": 0.8, "target": 0.7,
+                                                             "guaranteed": True, "tau_source": "learn-then-test",
+                                                             "note": "certified"})
+    cfg = lambda **kw: ExportConfig(checkpoint="c", out="o", **kw)  # noqa: E731
+    kept = routing_for(info, cfg(cascade_accept=0.5), "s")
+    assert (kept.target, kept.guaranteed, kept.note, kept.cascade.accept) == (0.7, True, "certified", 0.5)
+    r = routing_for(info, cfg(tau=0.6), "s")
+    assert (r.policy, r.tau, r.target, r.guaranteed, r.note) == ("threshold", 0.6, None, None, "knob set by export --tau")
+    assert r.tau_source == "set by `export --tau`"
+    r = routing_for(info, cfg(policy="utility", lam=2.0), "s")
+    assert (r.policy, r.lam, r.target, r.guaranteed, r.tau_source) == ("utility", 2.0, None, None, None)
+    assert r.note == "knob set by export --policy --lam"
+    with pytest.raises(ValueError, match="unknown routing policy 'bogus'.*threshold"):
+        cfg(policy="bogus")
+
+    class NeedsLam(Threshold):  # a policy added with @register is accepted, with its own required knobs
+        requires = ("lam",)
+
+    monkeypatch.setitem(registry._POLICIES, "needs-lam", NeedsLam)
+    with pytest.raises(ExportError, match="policy 'needs-lam' needs --lam"):
+        routing_for(info, cfg(policy="needs-lam"), "s")
+
+
+def test_unloadable_dataset_fails_the_export_unless_validation_slice_is_0(run_dir, heads_stack, tmp_path):
+    """No silent fallback to the 4 built-in prompts: the gates would "pass" on them alone."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    out = tmp_path / "b"
+    base = dict(checkpoint=str(run_dir), out=str(out), stack=str(heads_stack), data_dir=str(empty), threads=1)
+    with pytest.raises(ExportError, match=r"not loadable.*--validation_slice 0"):
+        export(ExportConfig(**base, validation_slice=8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-data"]  # failed before any work dir was made
+    man = export(ExportConfig(**base, validation_slice=0))  # explicit: the built-in prompts only, recorded
+    assert man["validation"]["slice"]["source"] == "built-in prompts (no labelled data)"
+    assert man["validation"]["slice"]["n_prompts"] == 4
+
 @pytest.mark.slow
 def test_minilm_export_fuses_attention_and_matches_torch(tmp_path):
     """The packaged MiniLM (6 layers, 12 heads, 384 wide) with random heads: all 6 attentions fuse, fp32 parity."""

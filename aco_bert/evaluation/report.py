@@ -228,8 +228,9 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
     cost_pred_mean = np.full((n, n_t), np.nan)
     # cascade knobs, fixed across folds: first tier = Threshold(tau) on the stacked probabilities, or a fixed tier
     # below the frontier; escalation = the most likely tier above ("argmax") or the training fold's zero-router
-    # model ("zero", or the next tier up when that one already ran); verifier accept threshold.
-    f_idx = spec.models.index(spec.frontier) if spec.frontier else n_t - 1
+    # model ("zero", or the next tier up when that one already ran); verifier accept threshold. The fixed first
+    # tiers are those below the frontier of some fold's training prompts (the spec's frontier when it names one).
+    f_idx = max(frontier_col(spec.models, spec.frontier, y[f.train], cost[f.train]) for f in folds)
     firsts = [("tau", t) for t in cfg.cascade_taus] + [("fixed", t) for t in range(f_idx)]
     casc_combos = [(fi, esc, acc) for fi in firsts for esc in ("argmax", "zero") for acc in cfg.cascade_accepts]
     casc_s = np.full((len(casc_combos), n), np.nan)

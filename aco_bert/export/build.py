@@ -38,9 +38,6 @@ from aco_bert.export.int8 import INT8_SCHEMES
 
 logger = logging.getLogger("aco_bert.export.build")
 
-POLICY_NAMES = ("threshold", "target-success", "utility", "budget")
-KNOB_OF = {"threshold": "tau", "target-success": "tau", "utility": "lam"}  # the knob each policy cannot do without
-
 __all__ = ["ExportConfig", "ExportError", "export", "main"]
 
 
@@ -53,9 +50,11 @@ class ExportConfig:
     int8_scheme: str | None = None  # all | smooth | ffn_down_fp32; default: try them in that order, ship the first passing
     int8_optional: bool = False  # no int8 scheme passes -> ship fp32 only (recorded) instead of failing the export
     calibration_prompts: int = 64  # prompts (outside the parity slice) that calibrate the "smooth" int8 scheme
-    validation_slice: int = 256  # real prompts (with labels) for the parity/AUC gates; 0 = built-in prompts only
+    # real prompts (with labels) for the parity/AUC gates; 0 = built-in prompts only (the only way to export
+    # without the stack's dataset: an unloadable dataset is an error otherwise)
+    validation_slice: int = 256
     data_dir: str | None = None  # overrides the data_dir stored in the stack's dataset reference
-    policy: str | None = None  # override the stack's policy: threshold | target-success | utility | budget
+    policy: str | None = None  # override the stack's policy: any registered one (threshold, utility, ...)
     tau: float | None = None  # override tau (alone: policy threshold)
     lam: float | None = None  # override the utility policy's lambda
     budget: float | None = None  # default per-task budget of the budget policy
@@ -73,8 +72,16 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.int8_scheme is not None and self.int8_scheme not in INT8_SCHEMES:
             raise ValueError(f"int8_scheme {self.int8_scheme!r} not in {INT8_SCHEMES}")
-        if self.policy is not None and self.policy not in POLICY_NAMES:
-            raise ValueError(f"policy {self.policy!r} not in {POLICY_NAMES}")
+        if self.policy is not None:
+            _policy_class(self.policy)  # an unknown name is refused here, naming the registered ones
+
+
+def _policy_class(name: str) -> type:
+    """The registered policy class of ``name`` (importing :mod:`aco_bert.policies` fills the registry)."""
+    import aco_bert.policies  # noqa: F401
+    from aco_bert.policies.registry import policy_class
+
+    return policy_class(name)
 
 
 # --- the typed inputs ------------------------------------------------------------------------------------------
@@ -105,18 +112,25 @@ def load_stack(cfg: ExportConfig, run_dir: Path) -> tuple[Path, L.StackInfo]:
 
 
 def routing_for(info: L.StackInfo, cfg: ExportConfig, where: str):
-    """The stack's :class:`RoutingConfig` with the user's explicit knob overrides (nothing is re-fitted)."""
+    """The stack's :class:`RoutingConfig` with the user's explicit knob overrides (nothing is re-fitted).
+
+    An override of the policy or its knob drops what the stack recorded about *its* choice (``target``,
+    ``guaranteed``, ``tau_source``, ``note``): the bundle no longer runs that choice, so its manifest must not
+    claim a certified tau or a target it was not chosen for."""
     from aco_bert.policies.config import RoutingConfig
 
     try:
         routing = RoutingConfig.from_dict(info.routing, where=f"{where}:routing")
         policy = cfg.policy or ("threshold" if cfg.tau is not None else routing.policy)
-        need = KNOB_OF.get(policy)
-        if need is not None and getattr(cfg, need) is None and getattr(routing, need) is None:
-            raise ExportError(f"policy {policy!r} needs --{need} (the stack's routing has no {need})")
+        missing = [k for k in _policy_class(policy).requires if getattr(cfg, k) is None and getattr(routing, k) is None]
+        if missing:
+            raise ExportError(f"policy {policy!r} needs --{missing[0]} (the stack's routing has no {missing[0]})")
         routing = routing.with_overrides(policy=policy, tau=cfg.tau, lam=cfg.lam, budget=cfg.budget)
-        if cfg.tau is not None:  # a tau set by hand is not the one Learn-then-Test certified
-            routing = dataclasses.replace(routing, guaranteed=None, tau_source="set by `export --tau`")
+        flags = [f"--{k}" for k in ("policy", "tau", "lam", "budget") if getattr(cfg, k) is not None]
+        if flags:
+            routing = dataclasses.replace(
+                routing, target=None, guaranteed=None, note=f"knob set by export {' '.join(flags)}",
+                tau_source="set by `export --tau`" if cfg.tau is not None else None)
         if cfg.cascade_accept is not None:
             routing = dataclasses.replace(routing, cascade=dataclasses.replace(routing.cascade,
                                                                                accept=cfg.cascade_accept))
@@ -135,13 +149,19 @@ def trained_prompt_ids(run_dir: Path, model_dir: Path) -> set[str]:
     return set(run.prompt_ids) if model_dir.name == L.FINAL_DIR else set()
 
 
-def load_labelled(info: L.StackInfo, models: list[str], data_dir: str | None):
-    """The stack's dataset as a matrix over ``models`` for the labelled parity slice (None when unavailable)."""
+def load_labelled(info: L.StackInfo, models: list[str], data_dir: str | None, required: bool = True):
+    """The stack's dataset as a matrix over ``models`` for the labelled parity slice. Unloadable -> ExportError
+    when ``required`` (the built-in prompts alone would let the gates pass on 4 texts; ``--validation_slice 0``
+    asks for that explicitly), else None (the int8 smoothing then calibrates on the built-in prompts)."""
     try:
         return info.dataset.load(data_dir).matrix(models)
     except (FileNotFoundError, OSError, ValueError, KeyError) as e:
-        logger.warning("dataset %r not loadable (%s): no labelled validation slice", info.dataset.dataset, e)
-        return None
+        if not required:
+            logger.warning("dataset %r not loadable (%s): int8 calibration on built-in prompts", info.dataset.label, e)
+            return None
+        raise ExportError(f"the stack's dataset {info.dataset.label} is not loadable ({e}): no labelled "
+                          "validation slice for the parity gates; pass --data_dir DIR, or --validation_slice 0 "
+                          "to gate on the built-in prompts only") from e
 
 
 def copy_decision_layer(stack_dir: Path, info: L.StackInfo, spec, model, out: Path) -> None:
@@ -243,6 +263,10 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     if list(info.head_models) != list(mc.models):
         raise ExportError(f"{stack_dir}: fitted for heads {info.head_models}, the model at {model_dir} has "
                           f"{list(mc.models)}; re-run python -m aco_bert.stack --run {run_dir}")
+    # loaded before the ONNX export, so a missing dataset fails fast
+    matrix = (load_labelled(info, list(dict.fromkeys(list(mc.models) + spec.models)), cfg.data_dir,
+                            required=cfg.validation_slice > 0)
+              if cfg.validation_slice > 0 or cfg.int8 else None)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     work = Path(tempfile.mkdtemp(prefix=".export-work.", dir=out.parent))
@@ -275,8 +299,6 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
         (tmp / B.ROUTER_YAML).write_text(yaml.safe_dump(router_yaml, sort_keys=False, allow_unicode=True))
         # parity on a validation slice of the stack's (labelled) dataset
         label = info.dataset.label
-        matrix = (load_labelled(info, list(dict.fromkeys(list(mc.models) + spec.models)), cfg.data_dir)
-                  if cfg.validation_slice > 0 or cfg.int8 else None)
         if matrix is not None and cfg.validation_slice > 0:
             vs = P.validation_slice(matrix, min(cfg.validation_slice, matrix.n_prompts), cfg.seed, trained or None,
                                     spec.models, list(mc.models))

@@ -53,10 +53,15 @@ class Router:
         self.bundle_dir, self.manifest, self.config = bundle_dir, manifest, config
         self.session, self.tokenizer, self.layer, self.int8 = session, tokenizer, layer, int8
         self.spec: RouterSpec = layer.spec
+        from aco_bert.model.tokenization import Truncation
+
         model = config["model"]
-        self.max_length = int(model["max_length"])
-        self.truncation = model.get("truncation", "head_tail")
-        self.tail_tokens = model.get("tail_tokens")
+        try:  # the bundle's truncation settings, validated once here instead of on every call
+            self.cut = Truncation(max_length=model["max_length"], strategy=model.get("truncation", "head_tail"),
+                                  tail_tokens=model.get("tail_tokens"))
+        except (KeyError, ValueError) as e:
+            raise BundleError(f"{bundle_dir}: {B.ROUTER_YAML} model section: {e}") from e
+        self.max_length, self.truncation, self.tail_tokens = self.cut.max_length, self.cut.strategy, self.cut.tail_tokens
         self.pad_id = pad_token_id(tokenizer)
         self.max_batch = int(max_batch)
         self.int8_batching = bool(int8_batching)
@@ -126,9 +131,9 @@ class Router:
     def encode(self, texts: Sequence[str]) -> Encoded:
         """Token ids cut head+tail, padded; with each prompt's full token count (for the "truncated" reason).
         :func:`aco_bert.model.tokenization.encode_truncated` gets both without tokenising all of a long prompt."""
-        from aco_bert.model.tokenization import encode_truncated, pad_ids
+        from aco_bert.model.tokenization import pad_ids
 
-        seqs, full = encode_truncated(self.tokenizer, texts, self.max_length, self.truncation, self.tail_tokens)
+        seqs, full = self.cut.encode_truncated(self.tokenizer, texts)
         return Encoded(pad_ids(seqs, self.pad_id), [len(s) for s in seqs], full)
 
     def forward(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
