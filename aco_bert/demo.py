@@ -6,7 +6,9 @@ Protocol (stated in the output and the model card): the prompts are split once b
 fold held out). Everything — the neural heads' out-of-fold predictions, the stacker, calibration, the cost model,
 tau and the cascade threshold — is fitted on the training prompts only. The exported bundle then scores the
 held-out prompts it has never seen, and the evaluator replays its decisions against their real outcomes next to
-always-frontier, the zero router (best fixed model) and the oracle.
+always-frontier, the zero router (best fixed model), the oracle and two peer routers (TF-IDF + LR on the texts,
+kNN on the pooled embeddings) fitted and tuned on the same training prompts only
+(:mod:`aco_bert.evaluation.heldout_peers`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class DemoConfig:
     int8: bool = True
     max_prompts: int | None = None  # smoke runs: a seeded slice of the prompts
     train_overrides: str | None = None  # YAML mapping of extra TrainConfig overrides, e.g. "{num_epochs: 2}"
+    peers: str = "tfidf-lr,knn"  # peer routers next to the router on the held-out table ("" = none)
 
 
 def _config_path(p: str) -> Path:
@@ -104,6 +107,11 @@ def run(cfg: DemoConfig, log=print) -> dict:
                 f"({tcfg.kfold}-fold out-of-fold), stacker, isotonic calibration, cost model, tau and the cascade "
                 f"threshold were fitted on the {info['train_prompts']} training prompts only; the exported bundle "
                 f"scored the held-out prompts.")
+    peer_list = [p.strip() for p in cfg.peers.split(",") if p.strip()]
+    if peer_list:
+        protocol += (f" Peer routers ({', '.join(peer_list)}) were fitted on the same training prompts, their "
+                     f"threshold tau chosen there (inner {tcfg.kfold}-fold, cross-calibrated, cheapest tau within "
+                     "1 pt of the frontier's training success), and replayed on the held-out prompts.")
     log(f"[demo] {protocol}")
     result = train(tcfg)
     log(f"[demo] neural heads: out-of-fold mean AUC {result.mean_auc:.3f} on the training prompts")
@@ -131,6 +139,19 @@ def run(cfg: DemoConfig, log=print) -> dict:
     lap("score", t)
 
     report = summary.evaluation
+    peers: dict = {}
+    if peer_list:
+        import pandas as pd
+
+        from aco_bert.evaluation.heldout_peers import demo_peers
+        from aco_bert.evaluation.plots import plot_cost_quality
+
+        t = time.perf_counter()
+        peers = demo_peers(str(out / "run"), str(bundle), str(train_file), str(test_file), pd.read_parquet(scored),
+                           report, peers=peer_list, k_inner=tcfg.kfold, seed=cfg.seed, log=log)
+        plot_cost_quality(report, out / "cost_quality.png")  # the scorer's plot and JSON, now with the peers
+        report.save_json(out / "test_eval.json")
+        lap("peers", t)
     # the card travels with the bundle, so its plot does too (write_card re-hashes what it adds)
     import shutil
 
@@ -139,12 +160,14 @@ def run(cfg: DemoConfig, log=print) -> dict:
     shutil.copyfile(out / "cost_quality.png", plot)
     B.update_manifest_entry(bundle, plot.name)  # adds the plot to the manifest (or re-hashes it)
     write_card(bundle, evaluation=report.to_dict(), protocol=protocol, plots={"cost-quality (held-out)": plot.name},
-               extra={"neural out-of-fold mean AUC (training prompts)": f"{result.mean_auc:.3f}"})
+               extra={"neural out-of-fold mean AUC (training prompts)": f"{result.mean_auc:.3f}",
+                      **{f"peer {p['name']}: tau chosen on the training prompts": f"{p['tau']:g}"
+                         for p in peers.get("peers", [])}})
     timings["total"] = round(time.perf_counter() - t0, 1)
     summary_json = {"config": asdict(cfg), "split": info, "protocol": protocol, "timings_s": timings,
                     "neural_oof_mean_auc": result.mean_auc, "routing": stack["routing"],
                     "bundle": str(bundle), "scored": str(scored), "plot": str(out / "cost_quality.png"),
-                    "evaluation": report.to_dict()}
+                    "peers": peers, "evaluation": report.to_dict()}
     (out / "demo_summary.json").write_text(json.dumps(summary_json, indent=1, default=str))
     log("")
     log(report.markdown())

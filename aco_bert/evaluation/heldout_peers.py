@@ -146,7 +146,7 @@ def heldout_matrix(scored, test_file: str, models: Sequence[str]):
 
 
 def demo_peers(run_dir: str, bundle_dir: str, train_file: str, test_file: str, scored, report: EvalReport, *,
-               peers: Sequence[str] = ("tfidf-lr", "knn"), seed: int = 0,
+               peers: Sequence[str] = ("tfidf-lr", "knn"), k_inner: int = 5, seed: int = 0,
                log: Callable[[str], Any] = print) -> dict[str, Any]:
     """The demo's hook: fit ``peers`` on the run's training prompts, add their held-out rows to ``report``.
 
@@ -159,7 +159,7 @@ def demo_peers(run_dir: str, bundle_dir: str, train_file: str, test_file: str, s
     from aco_bert.policies import floors_for
     from aco_bert.runtime import Router
 
-    router = Router.load(bundle_dir, int8=False)
+    router = Router.load(bundle_dir, int8=False, verify=False)  # the scorer verified this bundle moments ago
     spec, models = router.spec, list(report.models)
     ri = RunInfo.load(run_dir)
     m_tr = load_outcomes(str(train_file)).matrix(models)
@@ -173,6 +173,9 @@ def demo_peers(run_dir: str, bundle_dir: str, train_file: str, test_file: str, s
     check: dict[str, Any] = {}
     if need_emb:
         emb_tr = load_oof(run_dir, m_tr.prompt_ids)[0].embeddings
+        if emb_tr is None:
+            raise ValueError(f"{run_dir}: oof.safetensors has no 'embeddings'; the kNN peer needs them "
+                             "(drop 'knn' from the peers)")
         emb_te = router.infer(sub.prompts)[1]["pooled"].astype(float)
         probe = router.infer(m_tr.prompts[:2])[1]["pooled"].astype(float)
         ref = np.asarray(emb_tr[:2], float)
@@ -185,7 +188,8 @@ def demo_peers(run_dir: str, bundle_dir: str, train_file: str, test_file: str, s
                       emb_tr)
     test = PromptSet(sub.prompts, sub.success * np.nan, sub.cost * np.nan, te_floor, emb_te)
     frontier = models.index(spec.frontier) if getattr(spec, "frontier", None) in models else None
-    fitted = [fit_heldout_peer(p, train, test, frontier=frontier, seed=seed) for p in peers]
+    fitted = [fit_heldout_peer(p, train, test, frontier=frontier, k_inner=k_inner, seed=seed)
+              for p in peers]
     for p in fitted:
         log(f"[demo] peer {p.name}: tau {p.tau:g} chosen on {len(train.texts)} training prompts "
             f"(training success {100 * p.train_success:.1f} %, target {100 * p.target:.1f} %)")
