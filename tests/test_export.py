@@ -268,9 +268,10 @@ def test_policy_overrides_follow_the_registry_and_drop_the_stacks_choice(heads_s
     class NeedsLam(Threshold):  # a policy added with @register is accepted, with its own required knobs
         requires = ("lam",)
 
-    monkeypatch.setitem(registry._POLICIES, "needs-lam", NeedsLam)
-    with pytest.raises(ExportError, match="policy 'needs-lam' needs --lam"):
-        routing_for(info, cfg(policy="needs-lam"), "s")
+    with registry.REGISTRY.snapshot():
+        registry.REGISTRY.add("needs-lam", NeedsLam)
+        with pytest.raises(ExportError, match="policy 'needs-lam' needs --lam"):
+            routing_for(info, cfg(policy="needs-lam"), "s")
 
 
 def test_unloadable_dataset_fails_the_export_unless_validation_slice_is_0(run_dir, heads_stack, tmp_path):

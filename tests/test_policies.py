@@ -139,9 +139,13 @@ def test_cascade_from_config_escalates_with_the_default_policy():
                                                         "cascade": {"max_runs": 2}})).max_runs == 2
 
 
-def test_a_new_policy_is_one_class_and_one_registration(real_ctx, monkeypatch):
+def test_a_new_policy_is_one_class_and_one_registration(real_ctx):
+    with registry.REGISTRY.snapshot():  # leave the real registry as it was
+        _new_policy_is_one_class_and_one_registration(real_ctx)
+
+
+def _new_policy_is_one_class_and_one_registration(real_ctx):
     ctx, _ = real_ctx
-    monkeypatch.setattr(registry, "_POLICIES", dict(registry._POLICIES))  # leave the real registry as it was
 
     @register("most-likely")
     @dataclass

@@ -7,40 +7,18 @@ import line in :mod:`aco_bert.policies`, and an unknown name is refused where th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, Callable
+
+from aco_bert.registry import Registry
 
 if TYPE_CHECKING:
     from aco_bert.policies.base import Policy
     from aco_bert.policies.config import PolicyConfig
 
-P = TypeVar("P", bound=type)
-
-_POLICIES: dict[str, type] = {}
-
-
-def register(name: str) -> Callable[[P], P]:
-    """Class decorator: ``@register("threshold")`` makes ``policy: threshold`` build that class."""
-
-    def deco(cls: P) -> P:
-        if name in _POLICIES and _POLICIES[name] is not cls:
-            raise ValueError(f"routing policy {name!r} is already registered ({_POLICIES[name].__name__})")
-        _POLICIES[name] = cls
-        return cls
-
-    return deco
-
-
-def names() -> tuple[str, ...]:
-    """Every registered policy name."""
-    return tuple(_POLICIES)
-
-
-def policy_class(name: str) -> type:
-    """The class registered as ``name`` (ValueError naming the known ones otherwise)."""
-    try:
-        return _POLICIES[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown routing policy {name!r}; expected one of {names()}") from None
+REGISTRY = Registry("routing policy")
+register: Callable[[str], Callable[[type], type]] = REGISTRY.register  # ``@register("threshold")``
+names = REGISTRY.names  # every registered policy name
+policy_class = REGISTRY.get  # the class registered as a name (ValueError naming the known ones otherwise)
 
 
 def named_policy(cfg: "PolicyConfig") -> "Policy":

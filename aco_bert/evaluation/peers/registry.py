@@ -7,40 +7,17 @@ where the report's config is read, naming the known ones.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, Callable
+
+from aco_bert.registry import Registry
 
 if TYPE_CHECKING:
     from aco_bert.evaluation.peers.base import PeerRouter
 
-P = TypeVar("P", bound=type)
-
-_PEERS: dict[str, type] = {}
-
-
-def register(name: str) -> Callable[[P], P]:
-    """Class decorator: ``@register("knn")`` makes the peer name ``knn`` build that class (and sets its ``name``)."""
-
-    def deco(cls: P) -> P:
-        if name in _PEERS and _PEERS[name] is not cls:
-            raise ValueError(f"peer router {name!r} is already registered ({_PEERS[name].__name__})")
-        cls.name = name
-        _PEERS[name] = cls
-        return cls
-
-    return deco
-
-
-def names() -> tuple[str, ...]:
-    """Every registered peer name."""
-    return tuple(_PEERS)
-
-
-def peer_class(name: str) -> type:
-    """The class registered as ``name`` (ValueError naming the known ones otherwise)."""
-    try:
-        return _PEERS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown peer router {name!r}; expected one of {names()}") from None
+REGISTRY = Registry("peer router", set_name=True)  # a peer's ``name`` is its registered name
+register: Callable[[str], Callable[[type], type]] = REGISTRY.register  # ``@register("knn")``
+names = REGISTRY.names  # every registered peer name
+peer_class = REGISTRY.get  # the class registered as a name (ValueError naming the known ones otherwise)
 
 
 def make_peer(name: str, seed: int = 0) -> "PeerRouter":
