@@ -205,10 +205,10 @@ class Router:
         n = len(prompts)
         if n == 0:
             return []
-        args = validate_requests(self.spec, prompts, step_types, domains, budgets, min_tiers)
-        self.layer.metadata_columns(metadata, n)  # refuse bad metadata before any work
+        steps, doms, buds, mins = validate_requests(self.spec, prompts, step_types, domains, budgets, min_tiers)
+        meta = self.layer.metadata_columns(metadata, n)  # bad metadata is refused before any work, once
         enc, outputs = self.infer(list(prompts))
-        return self.decide_from_outputs(list(prompts), outputs, enc, *args, metadata=metadata)
+        return self.layer.decisions(list(prompts), outputs, enc, steps, doms, buds, mins, self.max_length, meta)
 
     def escalate(self, prompt: str, tier_run: int, trace: dict[str, Any] | None = None,
                  step_type: str | None = None, metadata: dict[str, Any] | None = None) -> Escalation:
