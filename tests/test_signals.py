@@ -12,7 +12,8 @@ import pytest
 from aco_bert.data.splits import kfold
 from aco_bert.decision.stacker import LEGACY_SIGNALS, StackerConfig, StackInputs, Stacker, fit_stack
 from aco_bert.evaluation.metrics.core import per_tier_auc
-from aco_bert.signals.base import Signal, SignalData, cross_fit, logit, sigmoid
+from aco_bert.decision.calibration import sigmoid
+from aco_bert.signals.base import Signal, SignalData, cross_fit, logit
 from aco_bert.signals.knn import KnnConfig, KnnSignal
 from aco_bert.signals.metadata import MetadataSignal
 from aco_bert.signals.registry import SIGNALS, check_names

@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from aco_bert.decision.calibration import sigmoid
 from aco_bert.decision.trees import FastTrees, TreeEnsemble
 from aco_bert.signals.sources import apply_guarantee, choose_sources, source_scores
 
@@ -333,10 +334,10 @@ class Stacker:
         elif live:
             m = self.tree_margins(x)
             m += np.nan_to_num(bm[:, live]) * np.isin(live, with_margin)
-            out[:, live] = 1.0 / (1.0 + np.exp(-m))
+            out[:, live] = sigmoid(m)
         for t, b in enumerate(self.boosters):
             if b is None:
-                out[:, t] = 1.0 / (1.0 + np.exp(-bm[:, t])) if self.modes[t] == "source" else self.base_rate[t]
+                out[:, t] = sigmoid(bm[:, t]) if self.modes[t] == "source" else self.base_rate[t]
         return out
 
     def tree_margins(self, x: np.ndarray) -> np.ndarray:
@@ -412,7 +413,7 @@ def cross_fit(inputs: StackInputs, labels: np.ndarray, folds: Sequence, cfg: Sta
         st = Stacker.fit(inputs.subset(tr), labels[tr], cfg, tiers, head_tiers)
         out[te] = st.predict(inputs.subset(te))
         if sources_out is not None:
-            sources_out[te] = 1.0 / (1.0 + np.exp(-st.source_margins(inputs.subset(te))))
+            sources_out[te] = sigmoid(st.source_margins(inputs.subset(te)))
     return out
 
 

@@ -193,10 +193,6 @@ def cross_fit(cls: type[Signal], data: SignalData, success: np.ndarray, cost: np
     return out
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
-
-
 def logit(p: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
     return np.log(p) - np.log1p(-p)

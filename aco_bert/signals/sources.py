@@ -125,6 +125,8 @@ def apply_guarantee(st: Stacker, inputs: StackInputs, labels: np.ndarray, oof: n
     back to the source (:meth:`Stacker.fall_back`) and its held-out predictions become the final source's Platt
     probabilities, exactly what the runtime computes. Returns the updated held-out predictions; each comparison is
     recorded in ``st.guarantee``."""
+    from aco_bert.decision.calibration import sigmoid
+
     oof = np.array(oof, dtype=float)
     labels = np.asarray(labels, dtype=float)
     margins = st.source_margins(inputs)
@@ -143,5 +145,5 @@ def apply_guarantee(st: Stacker, inputs: StackInputs, labels: np.ndarray, oof: n
                            "source": src["source"], "kept": keep}
         if not keep:
             st.fall_back(t)
-            oof[:, t] = 1.0 / (1.0 + np.exp(-margins[:, t]))
+            oof[:, t] = sigmoid(margins[:, t])
     return oof
