@@ -176,6 +176,23 @@ def cost_errors(pred: np.ndarray, true: np.ndarray) -> dict:
             "mae_per_tier": np.nanmean(ae, axis=0).tolist(), "log_error_per_tier": np.nanmean(le, axis=0).tolist()}
 
 
+def cross_fit_cost(cost: np.ndarray, folds: Sequence, features: np.ndarray | None = None,
+                   embeddings: np.ndarray | None = None, heads: np.ndarray | None = None,
+                   cfg: CostModelConfig | None = None) -> np.ndarray:
+    """(P, T) held-out expected cost: each fold's test rows predicted by a :class:`CostModel` fitted on its train
+    rows (fold positions index these arrays; rows in no test fold stay NaN). The one cross-fit the stack stage,
+    the nested report and :func:`evaluate_cost` use to choose knobs and to score the regression."""
+    cfg = cfg or CostModelConfig()
+    cost = np.asarray(cost, float)
+    sub = lambda a, i: None if a is None else np.asarray(a)[i]  # noqa: E731
+    held = np.full(cost.shape, np.nan)
+    for f in folds:
+        tr, te = np.asarray(f.train), np.asarray(f.test)
+        m = CostModel.fit(cost[tr], sub(features, tr), sub(embeddings, tr), sub(heads, tr), cfg)
+        held[te] = m.predict(len(te), sub(features, te), sub(embeddings, te), sub(heads, te))
+    return held
+
+
 def evaluate_cost(cost: np.ndarray, folds: Sequence, features: np.ndarray | None = None,
                   embeddings: np.ndarray | None = None, heads: np.ndarray | None = None,
                   cfg: CostModelConfig | None = None) -> dict:
@@ -186,15 +203,8 @@ def evaluate_cost(cost: np.ndarray, folds: Sequence, features: np.ndarray | None
     """
     cfg = cfg or CostModelConfig()
     cost = np.asarray(cost, float)
-    pred_mean = np.full(cost.shape, np.nan)
-    pred_model = np.full(cost.shape, np.nan)
-    for f in folds:
-        tr, te = np.asarray(f.train), np.asarray(f.test)
-        sub = lambda a, i: None if a is None else np.asarray(a)[i]  # noqa: E731
-        base = CostModel.fit(cost[tr], cfg=CostModelConfig(method="mean"))
-        pred_mean[te] = base.predict(n=len(te))
-        m = CostModel.fit(cost[tr], sub(features, tr), sub(embeddings, tr), sub(heads, tr), cfg)
-        pred_model[te] = m.predict(len(te), sub(features, te), sub(embeddings, te), sub(heads, te))
+    pred_mean = cross_fit_cost(cost, folds, cfg=CostModelConfig(method="mean"))
+    pred_model = cross_fit_cost(cost, folds, features, embeddings, heads, cfg)
     out = {"mean": cost_errors(pred_mean, cost), cfg.method: cost_errors(pred_model, cost),
            "oof_pred": pred_model}
     if heads is not None:

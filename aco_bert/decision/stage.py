@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from aco_bert.artifacts import layout as L
-from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors
+from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors, cross_fit_cost
 from aco_bert.decision.stacker import StackerConfig, fit_stack, load_oof
 from aco_bert.decision.verifier import Verifier, VerifierConfig, cross_fit_verifier, trace_arrays
 from aco_bert.signals.base import SignalData
@@ -156,13 +156,7 @@ def _fit_stacked(cfg, inputs, y, cost, heads_spec, folds, spec, m, out: Path, he
     held = fs.calibrator(fs.inner_oof)  # calibrated held-out probabilities (for choosing knobs)
     cm = CostModel.fit(cost, inputs.features, inputs.embeddings, heads_spec, cfg.cost, tiers=spec.models)
     cm.save(out / L.COST_MODEL_DIR)
-    held_cost = np.full(cost.shape, np.nan)
-    sub = lambda a, i: None if a is None else a[i]  # noqa: E731
-    for f in folds:
-        cmi = CostModel.fit(cost[f.train], inputs.features[f.train], sub(inputs.embeddings, f.train),
-                            sub(heads_spec, f.train), cfg.cost)
-        held_cost[f.test] = cmi.predict(len(f.test), inputs.features[f.test], sub(inputs.embeddings, f.test),
-                                        sub(heads_spec, f.test))
+    held_cost = cross_fit_cost(cost, folds, inputs.features, inputs.embeddings, heads_spec, cfg.cost)
     return held, held_cost, sources_report(fs, inputs, y, spec.models)
 
 

@@ -51,7 +51,7 @@ from aco_bert.evaluation.report_summary import summarize_sources
 from aco_bert.evaluation.selection import (ACCEPTS, CASCADE_TAUS, RULES, TAUS, frontier_col, lambda_grid, select_match,
                                           select_savings)
 from aco_bert.decision.verifier import Verifier, VerifierConfig, trace_arrays
-from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors
+from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors, cross_fit_cost
 from aco_bert.artifacts.jsonio import write_json
 from aco_bert.policies import Cascade, FixedTier, RoutingContext, TargetSuccess, Threshold, Utility, floors_for
 from aco_bert.data.splits import Fold, kfold
@@ -270,11 +270,7 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
         cm = CostModel.fit(cost[tr], x_feat[tr], sub(emb, tr), sub(heads_in, tr), cfg.cost)
         cost_model_te = cm.predict(len(te), x_feat[te], sub(emb, te), sub(heads_in, te))
         cost_pred_model[te] = cost_model_te
-        cost_model_tr = np.full((len(tr), n_t), np.nan)
-        for g in inner:
-            a, b = tr[g.train], tr[g.test]
-            cmi = CostModel.fit(cost[a], x_feat[a], sub(emb, a), sub(heads_in, a), cfg.cost)
-            cost_model_tr[g.test] = cmi.predict(len(b), x_feat[b], sub(emb, b), sub(heads_in, b))
+        cost_model_tr = cross_fit_cost(cost[tr], inner, x_feat[tr], sub(emb, tr), sub(heads_in, tr), cfg.cost)
 
         # --- probability sources -----------------------------------------------------------------------------
         src_tr: dict[str, tuple[np.ndarray, np.ndarray]] = {}
