@@ -291,6 +291,9 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
             "spec": spec.to_dict(),
             "routing": json_safe(routing.to_dict()),
             "model": {"max_length": int(mc.max_length), "truncation": mc.truncation, "tail_tokens": mc.tail_tokens,
+                      # chunked: the windows the runtime cuts (non-chunked bundles stay byte-identical)
+                      **({"max_chunks": int(mc.max_chunks), "chunk_overlap": int(mc.chunk_overlap)}
+                         if mc.chunked else {}),
                       "pooling": mc.pooling, "encoder": mc.encoder, "n_tiers": mc.n_tiers,
                       "hidden_size": int(model.hidden_size), "head_models": list(mc.models),
                       "inputs": ["input_ids", "attention_mask"], "outputs": onnx_output_names(model),

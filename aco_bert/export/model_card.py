@@ -41,7 +41,9 @@ def render_model_card(bundle_dir: str | Path, *, evaluation: dict[str, Any] | No
               "with the spec's safety floors enforced.", ""]
     lines += ["## Data", "", f"- dataset: `{spec.get('dataset') or info.get('dataset', '?')}`",
               f"- encoder: `{model.get('encoder')}`, max_length {model.get('max_length')} "
-              f"({model.get('truncation')} truncation), pooling {model.get('pooling')}",
+              f"({model.get('truncation')} truncation"
+              + (f", up to {model.get('max_chunks')} windows" if model.get("truncation") == "chunked" else "")
+              + f"), pooling {model.get('pooling')}",
               f"- decision layer: {routing.get('mode', '?')} (policy `{routing.get('policy')}`, "
               f"tau {_fmt(routing.get('tau'))}, target {_fmt(routing.get('target'))}, delta {_fmt(routing.get('delta'))})"]
     if routing.get("cascade") and (root / B.VERIFIER_DIR).is_dir():  # a cascade the stack stage fitted

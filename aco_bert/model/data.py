@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from aco_bert.artifacts.layout import DatasetRef, RunInfo
 from aco_bert.model.losses import IGNORE_INDEX
 from aco_bert.model.modeling import RouterModelConfig
-from aco_bert.model.tokenization import pad_ids
+from aco_bert.model.chunking import pad_prompts, padded_size
 from aco_bert.model.training_args import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,8 @@ def model_config_for(cfg: TrainConfig, data: RouterData) -> RouterModelConfig:
         success_rank=cfg.success_rank,
         cost_heads=cfg.cost_heads,
         aux_heads={k: len(v) for k, v in data.aux_labels.items()}, aux_labels=data.aux_labels,
-        max_length=cfg.max_length, truncation=cfg.truncation, tail_tokens=cfg.tail_tokens,
+        max_length=cfg.max_length, truncation=cfg.truncation, tail_tokens=cfg.tail_tokens, max_chunks=cfg.max_chunks,
+        chunk_overlap=cfg.chunk_overlap,
         attn_implementation=cfg.attn_implementation, spec=data.spec, dataset=data.dataset)
 
 
@@ -174,9 +175,11 @@ class Positions(Dataset):
 
 
 class RouterCollator:
-    """Builds a batch from global prompt indices: padded ids (or cached embeddings), targets, costs, aux labels."""
+    """Builds a batch from global prompt indices: padded ids (or cached embeddings), targets, costs, aux labels.
+    Windowed prompts (``truncation: chunked``, a list of windows each) pad to B x C x L: the batch's most windows
+    and its longest window."""
 
-    def __init__(self, data: RouterData, token_ids: list[np.ndarray] | None, pad_id: int,
+    def __init__(self, data: RouterData, token_ids: list | None, pad_id: int,
                  embeddings: np.ndarray | None = None, pad_to_multiple_of: int | None = None):
         self.data, self.token_ids, self.pad_id = data, token_ids, pad_id
         self.embeddings, self.pad_to_multiple_of = embeddings, pad_to_multiple_of
@@ -187,7 +190,7 @@ class RouterCollator:
         if self.embeddings is not None:
             batch["pooled"] = torch.from_numpy(self.embeddings[idx])
         else:
-            enc = pad_ids([self.token_ids[i] for i in idx], self.pad_id, self.pad_to_multiple_of)
+            enc = pad_prompts([self.token_ids[i] for i in idx], self.pad_id, self.pad_to_multiple_of)
             batch["input_ids"] = torch.from_numpy(enc["input_ids"])
             batch["attention_mask"] = torch.from_numpy(enc["attention_mask"])
         batch["targets"] = torch.from_numpy(self.data.targets[idx])
@@ -210,16 +213,17 @@ class PromptInputs:
     their cached pooled embeddings)."""
 
     data: RouterData
-    token_ids: list[np.ndarray] | None
+    token_ids: list | None  # per prompt: an id array, or (chunked) a list of window id arrays
     pad_id: int
     embeddings: np.ndarray | None = None
 
     @property
     def lengths(self) -> np.ndarray:
-        """(P,) sequence lengths; all ones with cached embeddings (nothing to group by)."""
+        """(P,) padded sizes (tokens; windows x longest window when chunked); all ones with cached embeddings
+        (nothing to group by)."""
         if self.embeddings is not None:
             return np.ones(self.data.n_prompts)
-        return np.array([len(t) for t in self.token_ids])  # type: ignore[union-attr]
+        return np.array([padded_size(t) for t in self.token_ids])  # type: ignore[union-attr]
 
     def collator(self, cfg: TrainConfig) -> RouterCollator:
         return RouterCollator(self.data, None if self.embeddings is not None else self.token_ids, self.pad_id,

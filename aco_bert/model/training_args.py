@@ -41,10 +41,16 @@ class TrainConfig:
     aux_targets: list[str] = field(default_factory=list)  # matrix.meta columns used as auxiliary CE targets
     attn_implementation: str | None = None  # transformers attn_implementation (e.g. sdpa); None: its default
     max_length: int = 256  # tokens per prompt, special tokens included (>= 8)
-    truncation: str = "head_tail"  # head_tail (keep the start and the last tail_tokens) | head
+    truncation: str = "head_tail"  # head_tail (start + last tail_tokens) | head | chunked (whole prompt, in windows)
     tail_tokens: int | None = None  # default max_length // 4
+    max_chunks: int = 8  # chunked: windows of max_length tokens per prompt (longer: the first max_chunks-1 + the last)
+    chunk_overlap: int = 0  # chunked: tokens shared by consecutive windows
     freeze_encoder: bool = False  # embed once (cached), train the heads only
     freeze_layers: int = 0  # fine-tune, but freeze the embeddings + this many lower layers
+    lora_r: int = 0  # > 0: LoRA adapters of this rank (peft), encoder weights frozen; merged before saving
+    lora_alpha: float | None = None  # LoRA scale numerator (scale = lora_alpha / lora_r); default 2 * lora_r
+    lora_dropout: float = 0.0  # dropout on the input of the LoRA branch
+    lora_targets: list[str] | None = None  # encoder Linear names to adapt; None: q/k/v (query.., q_lin..)
     embedding_cache_dir: str | None = None  # default: checkpoints/.cache/embeddings
     # --- optimisation ------------------------------------------------------------------------------------------
     batch_size: int = 16  # per device
@@ -107,12 +113,21 @@ class TrainConfig:
             self.pos_weight = float(self.pos_weight)
         if self.kfold and self.holdout:
             raise ValueError("kfold and holdout are exclusive: k-fold uses every prompt as test exactly once")
-        Truncation(self.max_length, self.truncation, self.tail_tokens)  # checked once, here: raises on bad settings
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r {self.lora_r}: use 0 (no LoRA) or a rank >= 1")
+        if self.lora_r and (self.freeze_encoder or self.freeze_layers):
+            raise ValueError("lora_r > 0 trains adapters on a frozen encoder: it cannot be combined with "
+                             "freeze_encoder (cached embeddings, heads only) or freeze_layers (partial fine-tune)")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout {self.lora_dropout} not in [0, 1)")
+        if self.lora_alpha is not None and self.lora_alpha <= 0:
+            raise ValueError(f"lora_alpha {self.lora_alpha} must be > 0")
+        Truncation(self.max_length, self.truncation, self.tail_tokens, self.max_chunks, self.chunk_overlap)  # raises
 
     @property
     def text_truncation(self) -> Truncation:
-        """``max_length``, ``truncation`` and ``tail_tokens`` as one validated :class:`Truncation`."""
-        return Truncation(self.max_length, self.truncation, self.tail_tokens)
+        """``max_length``, ``truncation``, ``tail_tokens`` and the chunk settings: one validated :class:`Truncation`."""
+        return Truncation(self.max_length, self.truncation, self.tail_tokens, self.max_chunks, self.chunk_overlap)
 
     @property
     def resolved_output_dir(self) -> Path:

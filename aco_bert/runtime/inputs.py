@@ -21,15 +21,38 @@ TRACE_ALIASES = (("api_calls", ("api_calls",)), ("cost", ("cost", "cost_usd"))) 
 
 @dataclass
 class Encoded:
-    """A tokenised batch: the ONNX feed plus per-prompt token counts (after truncation) and truncation flags."""
+    """A tokenised batch: the ONNX feed plus per-prompt token counts (after truncation) and truncation flags.
+
+    Chunked bundles feed B x C x L windows: ``n_chunks``/``widths`` (windows, longest window per prompt) say how
+    far each prompt's padding reaches, ``n_tokens`` counts the distinct tokens its windows keep, and ``limit``
+    says what a cut prompt was cut to (for the "truncated" reason)."""
 
     feed: dict[str, np.ndarray]
     n_tokens: list[int]
     n_tokens_full: list[int]
+    n_chunks: list[int] | None = None
+    widths: list[int] | None = None
+    limit: str | None = None
 
     @property
     def truncated(self) -> list[bool]:
         return [f > n for n, f in zip(self.n_tokens, self.n_tokens_full)]
+
+    @property
+    def sizes(self) -> list[int]:
+        """Padded positions per prompt (tokens; windows x longest window when chunked): the batching sort key."""
+        if self.n_chunks is None:
+            return list(self.n_tokens)
+        return [c * w for c, w in zip(self.n_chunks, self.widths)]  # type: ignore[arg-type]
+
+    def rows(self, idx: slice | np.ndarray) -> dict[str, np.ndarray]:
+        """The feed of prompts ``idx`` (a slice or an index array), cut to the padding those prompts need."""
+        pick = range(len(self.n_tokens))[idx] if isinstance(idx, slice) else idx
+        if self.n_chunks is None:
+            width = max(self.n_tokens[i] for i in pick)
+            return {k: v[idx, :width] for k, v in self.feed.items()}
+        c, w = max(self.n_chunks[i] for i in pick), max(self.widths[i] for i in pick)  # type: ignore[index]
+        return {k: v[idx, :c, :w] for k, v in self.feed.items()}
 
 
 def featurizable(step_type: str | None) -> bool:

@@ -236,7 +236,8 @@ class DecisionLayer:
             if t > r:
                 reasons.append(f"floor raised tier {r + 1} -> {t + 1}")
             if truncated[i]:
-                reasons.append(f"truncated: {enc.n_tokens_full[i]} tokens > max_length {max_length} (head+tail kept)")
+                reasons.append(f"truncated: {enc.n_tokens_full[i]} tokens > "
+                               + (enc.limit or f"max_length {max_length} (head+tail kept)"))
             out.append(Decision(tier=t + 1, model=models[t], probs=probs_l[i], expected_cost=costs_l[i],
                                 reasons=reasons, policy=names[i], n_tokens=int(enc.n_tokens[i]),
                                 truncated=bool(truncated[i]), min_tier=int(min_l[i]) + 1))

@@ -6,11 +6,12 @@
     d.tier, d.model, d.probs, d.expected_cost, d.reasons
 
 Pipeline per batch: validate the request (:mod:`aco_bert.runtime.inputs`) -> tokenise (head+tail truncation,
-:mod:`aco_bert.model.tokenization`) -> ONNX Runtime encoder+heads (``logits``, ``pooled``[, ``cost``]) -> the decision
-layer (:mod:`aco_bert.runtime.layer`): handcrafted features, the stacker's signals (TF-IDF-LR, neighbour outcomes,
-declared metadata), stacker ("stacked" mode) or the heads' sigmoid ("heads"
-mode), isotonic calibration, expected cost per tier, safety floors, the bundle's routing policy
-(:mod:`aco_bert.policies`). Which mode a bundle runs is decided by its ``routing.mode`` and what it contains.
+:mod:`aco_bert.model.tokenization`, or whole-prompt windows, :mod:`aco_bert.model.chunking`) -> ONNX Runtime
+encoder+heads (``logits``, ``pooled``[, ``cost``]) -> the decision layer (:mod:`aco_bert.runtime.layer`):
+handcrafted features, the stacker's signals (TF-IDF-LR, neighbour outcomes, declared metadata), stacker ("stacked"
+mode) or the heads' sigmoid ("heads" mode), isotonic calibration, expected cost per tier, safety floors, the
+bundle's routing policy (:mod:`aco_bert.policies`). Which mode a bundle runs is decided by its ``routing.mode`` and
+what it contains.
 
 Why torch-free: a router sits in front of every LLM call, so it must start fast and stay small; the process
 imports onnxruntime, tokenizers, xgboost, numpy and yaml (plus pandas through :mod:`aco_bert.data.schema`) and
@@ -58,7 +59,8 @@ class Router:
         model = config["model"]
         try:  # the bundle's truncation settings, validated once here instead of on every call
             self.cut = Truncation(max_length=model["max_length"], strategy=model.get("truncation", "head_tail"),
-                                  tail_tokens=model.get("tail_tokens"))
+                                  tail_tokens=model.get("tail_tokens"), max_chunks=model.get("max_chunks", 8),
+                                  chunk_overlap=model.get("chunk_overlap", 0))
         except (KeyError, ValueError) as e:
             raise BundleError(f"{bundle_dir}: {B.ROUTER_YAML} model section: {e}") from e
         self.max_length, self.truncation, self.tail_tokens = self.cut.max_length, self.cut.strategy, self.cut.tail_tokens
@@ -71,6 +73,10 @@ class Router:
         if missing or set(self.input_names) - {"input_ids", "attention_mask"}:
             raise BundleError(f"{bundle_dir}: ONNX model has inputs {self.input_names} / outputs {self.output_names};"
                               " expected input_ids, attention_mask -> logits, pooled[, cost]")
+        rank = 3 if self.cut.chunked else 2
+        if any(len(i.shape) != rank for i in session.get_inputs()):
+            raise BundleError(f"{bundle_dir}: {B.ROUTER_YAML} says truncation {self.truncation!r} (inputs of rank "
+                              f"{rank}) but the ONNX inputs have shapes {[i.shape for i in session.get_inputs()]}")
 
     @property
     def mode(self) -> str:
@@ -130,9 +136,18 @@ class Router:
     # --- the pipeline, stage by stage (public so the exporter and the benchmark can time / feed each) ----------
     def encode(self, texts: Sequence[str]) -> Encoded:
         """Token ids cut head+tail, padded; with each prompt's full token count (for the "truncated" reason).
-        :func:`aco_bert.model.tokenization.encode_truncated` gets both without tokenising all of a long prompt."""
+        :func:`aco_bert.model.tokenization.encode_truncated` gets both without tokenising all of a long prompt.
+        Chunked bundles: B x C x L windows (:func:`aco_bert.model.chunking.encode_chunks`), as in training."""
         from aco_bert.model.tokenization import pad_ids
 
+        if self.cut.chunked:
+            from aco_bert.model.chunking import pad_chunks
+
+            windows, full, kept = self.cut.encode_chunks(self.tokenizer, texts)
+            c = self.cut.max_chunks
+            return Encoded(pad_chunks(windows, self.pad_id), kept, full, [len(p) for p in windows],
+                           [max(len(w) for w in p) for p in windows],
+                           f"{c} windows of {self.max_length} (the first {c - 1} and the last kept)")
         seqs, full = self.cut.encode_truncated(self.tokenizer, texts)
         return Encoded(pad_ids(seqs, self.pad_id), [len(s) for s in seqs], full)
 
@@ -152,7 +167,7 @@ class Router:
             enc = self.encode(texts)
             parts: dict[str, np.ndarray] = {}
             for i in range(n):
-                out = self.forward({k: v[i: i + 1, : enc.n_tokens[i]] for k, v in enc.feed.items()})
+                out = self.forward(enc.rows(slice(i, i + 1)))
                 for k, v in out.items():
                     if k not in parts:
                         parts[k] = np.empty((n,) + v.shape[1:], dtype=v.dtype)
@@ -162,13 +177,11 @@ class Router:
             enc = self.encode(texts)
             return enc, self.forward(enc.feed)
         full = self.encode(texts)  # for the counts; the chunks re-pad
-        order = np.argsort(np.asarray(full.n_tokens), kind="stable")
+        order = np.argsort(np.asarray(full.sizes), kind="stable")
         parts = {}
         for s in range(0, n, self.max_batch):
             idx = order[s: s + self.max_batch]
-            width = max(full.n_tokens[i] for i in idx)
-            feed = {k: v[idx, :width] for k, v in full.feed.items()}
-            out = self.forward(feed)
+            out = self.forward(full.rows(idx))
             for k, v in out.items():
                 if k not in parts:
                     parts[k] = np.empty((n,) + v.shape[1:], dtype=v.dtype)

@@ -318,8 +318,11 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
 
     def describe(router: Any, d: Decision, note: str | None, latency_ms: float, endpoint: str) -> S.RouteResponse:
         models = [t.model for t in router.spec.tiers]
-        notes = [n for n in (note, (f"router kept {getattr(router, 'max_length', '?')} tokens (head+tail)"
-                                    if d.truncated else None)) if n]
+        cut = getattr(router, "cut", None)
+        kept = (f"router kept {cut.max_chunks} windows of {cut.max_length} tokens (the first {cut.max_chunks - 1} and "
+                f"the last)" if getattr(cut, "chunked", False)
+                else f"router kept {getattr(router, 'max_length', '?')} tokens ({getattr(router, 'truncation', '?')})")
+        notes = [n for n in (note, kept if d.truncated else None) if n]
         metrics.decisions.inc(tier=str(d.tier), model=d.model, endpoint=endpoint)
         if notes:
             metrics.truncated.inc()
