@@ -54,6 +54,12 @@ def test_nested_report_on_real_swebench_slice(data_dir, tmp_path):
     assert rep["hull_aiq"] == rep["evaluator"]["metrics"]["zero-router"]["aiq"] < rep["oracle_aiq"]
     md = (tmp_path / "report.md").read_text()
     assert "| tfidf-lr (peer) | threshold |" in md and "| stacked | cascade |" in md
+    # the stacked source is the stage's stacker: it reads the TF-IDF signal (kNN needs a neural run's embeddings)
+    assert out["diagnostics"]["stacker"]["signals"] == ["tfidf"] and len(out["diagnostics"]["stacker"]["sources"]) == 3
+    gap = rep["per_source"]["stacked"]["curves"]["utility"]["aiq_vs_hull"]
+    assert gap["diff"] == pytest.approx(rep["per_source"]["stacked"]["curves"]["utility"]["aiq"] - rep["hull_aiq"])
+    assert gap["lo"] <= gap["diff"] <= gap["hi"] and "AIQ - hull [95 % CI]" in md
+    assert set(rep["aiq_ci"]) >= {"stacked utility - tfidf-lr utility", "tfidf-lr threshold - zero-router"}
 
 
 def test_merge_holdout_oof_keeps_test_prompts_out_of_the_kfold_rows(tmp_path):

@@ -31,7 +31,7 @@ import numpy as np
 
 from aco_bert.decision.calibration import sigmoid
 from aco_bert.decision.trees import FastTrees, TreeEnsemble
-from aco_bert.signals.sources import apply_guarantee, choose_sources, source_scores
+from aco_bert.signals.sources import apply_guarantee, choose_sources, source_logit, source_scores
 
 FORMAT = "aco_bert.stacker/1"
 LEGACY_SIGNALS = ("heads", "pca", "features")  # what the stacker read before fitted signals existed
@@ -47,6 +47,7 @@ class StackerConfig:
     guarantee: bool = True  # fit_stack: a tier whose stack is not better on inner folds uses its best source alone
     guarantee_tol: float = 0.0  # the stack must beat the source's inner held-out AUC by more than this
     source_scope: str = "global"  # "global": one single source for all tiers (best mean AUC); "tier": per tier
+    source_blend: bool = True  # also try an L2 logistic blend of all single sources (wins on cross-fitted AUC)
     pca_dim: int = 16  # embedding dimensions kept (0: no embeddings)
     use_logits: bool = True  # legacy switches: False drops heads / pca / features even when listed in signals
     use_embeddings: bool = True
@@ -263,7 +264,8 @@ class Stacker:
         layout = make_layout(inputs, cfg, pca, n_t, tiers, head_tiers)
         x = design_matrix(inputs, layout, pca)
         cands = source_scores(inputs, layout, n_t) if (cfg.base_margin or cfg.guarantee) else {}
-        chosen = choose_sources(cands, labels, cfg.min_labels, cfg.source_scope) if cands else [None] * n_t
+        chosen = (choose_sources(cands, labels, cfg.min_labels, cfg.source_scope, cfg.source_blend, cfg.seed)
+                  if cands else [None] * n_t)
         fitted, base, ns = [], [], []  # per tier: (booster, source, mode)
         for t in range(n_t):
             ok = ~np.isnan(labels[:, t])
@@ -275,7 +277,7 @@ class Stacker:
                 continue
             src, params, margin = chosen[t], cfg.xgb_params(), None
             if src is not None and cfg.base_margin:
-                margin = src["a"] * cands[src["source"]][ok, t] + src["b"]
+                margin = source_logit(src, cands, t)[ok]
                 params["base_score"] = 0.5  # margin 0: the prediction is sigmoid(base_margin + trees)
             if src is not None:
                 src["margin"] = margin is not None
@@ -312,7 +314,7 @@ class Stacker:
             cands = source_scores(inputs, self.layout, self.n_tiers)
             for t in need:
                 s = self.sources[t]
-                out[:, t] = s["a"] * cands[s["source"]][:, t] + s["b"]
+                out[:, t] = source_logit(s, cands, t)
         return out
 
     def predict(self, inputs: StackInputs) -> np.ndarray:

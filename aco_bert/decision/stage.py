@@ -45,7 +45,7 @@ from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors
 from aco_bert.decision.stacker import StackerConfig, fit_stack, load_oof
 from aco_bert.decision.verifier import Verifier, VerifierConfig, cross_fit_verifier, trace_arrays
 from aco_bert.signals.base import SignalData
-from aco_bert.signals.metadata import metadata_value
+from aco_bert.signals.fitting import signal_data
 
 MODES = ("stacked", "heads")
 POLICIES = ("target-success", "utility", "threshold")
@@ -88,37 +88,18 @@ def _dataset_ref(cfg: StackStageConfig, run: L.RunInfo) -> L.DatasetRef:
     return run.dataset
 
 
-def signal_data(m, spec, embeddings) -> SignalData:
-    """What the signals may read about the prompts of ``m``: texts, pooled embeddings, the spec's metadata columns
-    (a declared column the dataset lacks is an error naming both)."""
-    missing = [c for c in spec.metadata if c not in m.meta.columns]
-    if missing:
-        raise ValueError(f"spec {spec.name!r} declares metadata {missing}, the dataset has only "
-                         f"{[c for c in m.meta.columns if c != 'prompt_id']}")
-    meta = {c: [metadata_value(v) for v in m.meta[c].tolist()] for c in spec.metadata}
-    return SignalData(m.prompts, embeddings, meta)
-
-
 def fit_signals(cfg: StackStageConfig, data: SignalData, y, cost, folds, tiers, out: Path, log) -> dict:
-    """Each registered signal the stacker lists: cross-fitted blocks over ``folds`` (the stacker's inputs) and a
-    refit on all prompts saved to ``out/signals/<name>/`` (the bundle's). Signals whose inputs are absent (no
-    embeddings, no declared metadata) are skipped with a note."""
-    from aco_bert.signals.base import cross_fit as signal_cross_fit
-    from aco_bert.signals.registry import SIGNALS
+    """Each usable signal the stacker lists (:func:`aco_bert.signals.fitting.usable_signals`): cross-fitted blocks
+    over ``folds`` (the stacker's inputs) and a refit on all prompts saved to ``out/signals/<name>/`` (the
+    bundle's)."""
+    from aco_bert.signals.fitting import cross_fit_blocks, fit_all, usable_signals
 
     shutil.rmtree(out / L.SIGNALS_DIR, ignore_errors=True)
-    blocks = {}
-    for name in [s for s in cfg.stacker.signals if s in SIGNALS and cfg.stacker.uses(s)]:
-        cls = SIGNALS[name]
-        if ("embeddings" in cls.needs and data.embeddings is None) or ("metadata" in cls.needs and not data.metadata):
-            log(f"[stack] signal {name!r} skipped: the run has no {'/'.join(cls.needs)} for it")
-            continue
-        conf = cls.make_config(cfg.signal_options.get(name))
-        blocks[name] = signal_cross_fit(cls, data, y, cost, folds, conf, tiers)
-        cls.fit(data, y, cost, conf, tiers).save(out / L.SIGNALS_DIR / name)
-    unknown = sorted(set(cfg.signal_options) - set(SIGNALS))
-    if unknown:
-        raise ValueError(f"signal_options for unknown signal(s) {unknown}; registered: {sorted(SIGNALS)}")
+    names = [s for s in cfg.stacker.signals if cfg.stacker.uses(s)]
+    signals = usable_signals(names, data, cfg.signal_options, log)
+    blocks = cross_fit_blocks(signals, data, y, cost, folds, tiers)
+    for name, sig in fit_all(signals, data, y, cost, tiers).items():
+        sig.save(out / L.SIGNALS_DIR / name)
     return blocks
 
 
@@ -131,6 +112,12 @@ def sources_report(fs, inputs, y, tiers) -> dict[str, Any]:
     st = fs.stacker
     rows = {k: per_tier_auc(y, v) for k, v in source_scores(inputs, st.layout, st.n_tiers).items()}
     best = max(rows, key=lambda k: mean_auc(rows[k])) if rows else None
+    blends = [t for t, s in enumerate(st.sources) if s is not None and "terms" in s]
+    if blends:  # a blend's held-out AUC: the inner folds' own blends (the guarantee's comparison), never in sample
+        rows["blend"] = np.full(st.n_tiers, np.nan)
+        for t in blends:
+            g = st.guarantee[t] or {}
+            rows["blend"][t] = g.get("source_cross_fit_auc", st.sources[t]["auc"])
     if rows:  # per tier the best source *on these rows*: an oracle no fitted choice can promise
         rows["per_tier_oracle"] = np.nanmax(np.vstack(list(rows.values())), axis=0)
     rows["stack"] = per_tier_auc(y, fs.stacked_oof)

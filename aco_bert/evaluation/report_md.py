@@ -31,8 +31,9 @@ def sources_table(out: dict[str, Any]) -> list[str]:
         return []
     lines = ["", f"Routers and peer reference routers (zero-router hull AIQ {_num(out.get('hull_aiq'), '.4f')}, "
                  f"oracle AIQ {_num(out.get('oracle_aiq'), '.4f')}):", "",
-             "| Source | Curve | mean AUC | AIQ | APGR | CPT(80%) | [match] success / cost / savings | "
-             "[savings] success / cost / savings |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| Source | Curve | mean AUC | AIQ | AIQ - hull [95 % CI] | APGR | CPT(80%) | "
+             "[match] success / cost / savings | [savings] success / cost / savings |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s, rep in per.items():
         if rep["kind"] == "ablation":
             continue
@@ -45,7 +46,9 @@ def sources_table(out: dict[str, Any]) -> list[str]:
                              f"{_pct(p['success'])} / {usd(p['cost_per_task'])} / {_pct(p['savings_vs_frontier'])}")
             cpt = ("-" if c["aiq"] is None else "never") if c["cpt80"] is None else \
                 f"{usd(c['cpt80'])} ({_pct(c['cpt80_frac'])})"
-            lines.append(f"| {label} | {fam} | {_num(c['auc'], '.3f')} | {_num(c['aiq'], '.4f')} | "
+            gap = c.get("aiq_vs_hull")
+            gap_s = "-" if not gap else f"{gap['diff']:+.4f} [{gap['lo']:+.4f}, {gap['hi']:+.4f}]"
+            lines.append(f"| {label} | {fam} | {_num(c['auc'], '.3f')} | {_num(c['aiq'], '.4f')} | {gap_s} | "
                          f"{_num(c['apgr'], '.3f')} | {cpt} | {cells[0]} | {cells[1]} |")
     if out.get("peer_notes"):
         lines += [""] + [f"Note: {n}" for n in out["peer_notes"]]

@@ -46,12 +46,14 @@ def _policy_names(source: str, rules: Sequence[str]) -> dict[str, str]:
 
 def summarize_sources(sources: Sequence[str], peers: Sequence[str], metrics: Mapping[str, Any],
                       table: Sequence[Mapping[str, Any]], auc: Mapping[str, Mapping[str, Any]],
-                      rules: Sequence[str] = ("match", "savings")) -> dict[str, Any]:
+                      rules: Sequence[str] = ("match", "savings"), aiq_ci: Mapping[str, Any] | None = None
+                      ) -> dict[str, Any]:
     """``{"hull_aiq", "oracle_aiq", "per_source": {source: {"kind", "auc", "curves": {curve: {"auc", "aiq",
     "apgr", "cpt50", "cpt80", "cpt50_frac", "cpt80_frac"}}, "selected": {policy: {success, cost_per_task,
     savings_vs_frontier, vs_hull_pts}}}}}`` from the evaluator's ``metrics`` (curve name -> curve metrics), the
     report ``table`` rows and the per-source ``auc`` diagnostics. A number that does not exist (curve metrics
-    skipped, CPT never reached) is None."""
+    skipped, CPT never reached) is None. ``aiq_ci`` (:func:`aco_bert.evaluation.bootstrap.aiq_bootstrap`) adds
+    each curve's ``aiq_vs_hull`` {diff, lo, hi, p_le_0}."""
     rows = {r["name"]: r for r in table}
 
     def aiq_of(curve: str) -> float | None:
@@ -66,6 +68,8 @@ def summarize_sources(sources: Sequence[str], peers: Sequence[str], metrics: Map
                 continue  # no cascade in this report
             m = metrics.get(cname) or {}
             curves[fam] = {"auc": a, **{k: m.get(v) for k, v in METRIC_KEYS.items()}}
+            if aiq_ci and f"{cname} - zero-router" in aiq_ci:
+                curves[fam]["aiq_vs_hull"] = aiq_ci[f"{cname} - zero-router"]
         selected = {label: {k: rows[name].get(k) for k in POINT_KEYS}
                     for label, name in _policy_names(s, rules).items() if name in rows}
         per[s] = {"kind": source_kind(s, peers), "auc": a, "curves": curves, "selected": selected}
