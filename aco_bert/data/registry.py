@@ -3,7 +3,8 @@
 ``load_outcomes("swebench-verified", data_dir=...)`` reads the local copy when present, else the public source.
 Named datasets: ``swebench-verified``, ``routerbench`` (``split=train|test|all``), ``bfcl`` (local copy only),
 ``dcrouter`` (``split=train|test|all``), ``openhands-index`` (``benchmark=swe-bench|swt-bench``), ``swebench-pooled``
-(bash-only + OpenHands Index on the same 500 tasks), ``mmlu-pro`` (``with_responses=True`` keeps output texts).
+(bash-only + OpenHands Index on the same 500 tasks), ``mmlu-pro`` (``with_responses=True`` keeps output texts),
+``pooled`` (``tables=[...]``: several tables as one, see :mod:`aco_bert.data.pooled`).
 Anything else is treated as a path to a generic long/wide file (see :mod:`aco_bert.data.adapters.generic`).
 :func:`default_spec_name` names each dataset's shipped router spec.
 """
@@ -81,12 +82,24 @@ def _openhands(data_dir: Path | None, **kw: Any) -> OutcomeTable:
 
 
 def _swebench_pooled(data_dir: Path | None, **kw: Any) -> OutcomeTable:
-    """SWE-bench Verified bash-only (``bash-only/<model>``) + OpenHands Index (``openhands-index/<model>``)."""
-    from aco_bert.data.adapters import openhands
+    """SWE-bench Verified bash-only (``bash-only/<model>``) + OpenHands Index (``openhands-index/<model>``): the
+    ``pooled`` dataset of those two members over their shared prompt ids (the same 500 instances)."""
+    from aco_bert.data.pooled import load_pooled
 
     if kw.get("benchmark", "swe-bench") != "swe-bench":
         raise ValueError("swebench-pooled pools SWE-bench outcomes only (benchmark=swe-bench)")
-    return openhands.pool_tables({"bash-only": _swebench(data_dir), "openhands-index": _openhands(data_dir, **kw)})
+    members = [{"dataset": "swebench-verified", "prefix": "bash-only"}, {"dataset": "openhands-index", "options": kw}]
+    return load_pooled(data_dir, members, shared_prompts=True, name="swebench-pooled")
+
+
+def _pooled(data_dir: Path | None, tables: Any = None, shared_prompts: bool = False, name: str = "pooled",
+            member_folds: dict[str, int] | None = None) -> OutcomeTable:
+    """Several tables as one (``tables=[routerbench, {dataset: mmlu-pro, max_prompts: 3000}]``; names in
+    :mod:`aco_bert.data.pooled`): union of prompts and models, NaN where a model did not run a prompt;
+    ``member_folds={k: 5, seed: 0}``: each member's prompts keep the k-fold folds of a run on that member alone."""
+    from aco_bert.data.pooled import load_pooled
+
+    return load_pooled(data_dir, tables, shared_prompts=shared_prompts, name=name, member_folds=member_folds)
 
 
 def _mmlu_pro(data_dir: Path | None, **kw: Any) -> OutcomeTable:
@@ -109,8 +122,12 @@ DATASETS: dict[str, Callable[..., OutcomeTable]] = {
     "dcrouter": _dcrouter,
     "openhands-index": _openhands,
     "swebench-pooled": _swebench_pooled,
+    "pooled": _pooled,
     "mmlu-pro": _mmlu_pro,
 }
+
+# datasets whose tables are pools of member tables (aco_bert.data.pooled): a report can judge a run on one member
+POOLED_DATASETS = ("pooled", "swebench-pooled")
 
 # dataset -> the shipped router spec (aco_bert/specs/<name>.yaml) used when none is given.
 DEFAULT_SPECS: dict[str, str] = {

@@ -9,7 +9,7 @@ Model names: ``<model>`` for OpenHands runs, ``<agent>/<model>`` for the others 
 Prompts: the SWE-bench Verified problem statement of each instance (``swebench-verified/tasks.jsonl``, read with the
 swebench adapter's :func:`~aco_bert.data.adapters.swebench.read_tasks`), prompt id = instance id, category = repo,
 source ``swebench-verified``: the very prompts, ids and meta of the ``swebench-verified`` table, which is why
-:func:`pool_tables` can put both in one table (dataset ``swebench-pooled``). ``benchmark="swt-bench"`` (write a test
+:func:`aco_bert.data.pooled.pool_tables` can put both in one table (dataset ``swebench-pooled``). ``benchmark="swt-bench"`` (write a test
 that reproduces the issue) uses the same statements and ids for a different task (source ``swt-bench``): never pool
 it with a SWE-bench table.
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import urllib.error
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from aco_bert.data.adapters.swebench import HF_DATASET, read_tasks
 from aco_bert.data.io import read_json_source
@@ -189,34 +189,3 @@ def load_openhands(
     }
     name = "openhands-index" if benchmark == "swe-bench" else f"openhands-index-{benchmark}"
     return rows_to_table(rows, file=str(root), name=name, skipped=skipped, extras=extras)
-
-
-def pool_tables(tables: Mapping[str, OutcomeTable], *, name: str = "swebench-pooled") -> OutcomeTable:
-    """One table from several over the same prompts: model names become ``<prefix>/<model>`` (``tables`` maps prefix
-    -> table), prompts are the union (one text per id, checked), skipped counts and unknown costs keep their prefix.
-
-    Used for ``swebench-pooled``: the bash-only leaderboard and the OpenHands Index on the same 500 instances.
-    """
-    import pandas as pd
-
-    if not tables:
-        raise ValueError("pool_tables needs at least one table")
-    frames, skipped, extras = [], {}, {"cost_unknown": {}, "cost_unknown_reason": {}, "prompt_meta": {},
-                                       "pooled_from": {}}
-    for prefix, t in tables.items():
-        df = t.df.copy()
-        df["model"] = prefix + "/" + df["model"].astype(str)
-        frames.append(df)
-        extras["pooled_from"][prefix] = t.name
-        for k, v in t.skipped.items():
-            skipped[f"{prefix}: {k}"] = v
-        for key in ("cost_unknown", "cost_unknown_reason"):
-            for m, v in (t.extras.get(key) or {}).items():
-                extras[key][f"{prefix}/{m}"] = v
-        for k, v in (t.extras.get("prompt_meta") or {}).items():
-            merged = extras["prompt_meta"].setdefault(k, {})
-            for pid, x in v.items():
-                merged.setdefault(pid, x)
-    df = pd.concat(frames, ignore_index=True)
-    return rows_to_table(df, file=" + ".join(t.name for t in tables.values()), name=name, skipped=skipped,
-                         extras=extras)
