@@ -6,8 +6,6 @@ Features: TF-IDF -> SVD of the real prompt texts (fitted on the train split only
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -46,15 +44,12 @@ def test_the_shipped_peers_are_registered():
 @pytest.mark.parametrize("name", EMBEDDING_PEERS)
 def test_each_peer_beats_chance_on_the_routerbench_test_split(routerbench, name):
     z, y, _, tr, te = routerbench
-    t0 = time.time()
     peer = make_peer(name, seed=0).fit(z[tr], y[tr])
-    fit_s = time.time() - t0
     p = peer.predict(z[te])
     assert p.shape == (len(te), y.shape[1]) and np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
     auc = mean_auc(per_tier_auc(y[te], p))
     # measured: knn 0.65, mlp 0.65, mf 0.65 (TF-IDF-LR on the raw texts 0.66); chance is 0.5
     assert auc > 0.60, (name, auc)
-    assert fit_s < 10, (name, fit_s)  # 2,217 prompts; the report fits each peer k_inner + 1 times per fold
 
 
 def test_tfidf_peer_is_the_tfidf_baseline(routerbench):
