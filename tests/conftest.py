@@ -27,6 +27,27 @@ def swebench(data_dir):
     return load_outcomes("swebench-verified", data_dir=data_dir)
 
 
+FIVE_MODELS = ["Qwen2.5-Coder 32B Instruct", "GPT-5 nano (2025-08-07) (medium reasoning)", "Devstral small (2512)",
+               "GPT-5 mini (2025-08-07) (medium reasoning)", "Claude 4.5 Sonnet (20250929)"]
+
+
+@pytest.fixture(scope="session")
+def five_models() -> list[str]:
+    """Five real SWE-bench Verified models, cheapest first: the tiers of :func:`spec_path`."""
+    return list(FIVE_MODELS)
+
+
+@pytest.fixture(scope="session")
+def spec_path(tmp_path_factory, five_models) -> str:
+    """A 5-tier spec over real SWE-bench models (independent of which specs the package ships)."""
+    import yaml
+
+    p = tmp_path_factory.mktemp("spec") / "five.yaml"
+    p.write_text(yaml.safe_dump({"name": "five", "dataset": "swebench-verified",
+                                 "tiers": [{"model": m} for m in five_models]}))
+    return str(p)
+
+
 # --- the real tiny router bundle (aco_bert.testing.build_test_bundle): train -> stack -> export, ~30 s ---------
 
 # Every package file that shapes the tiny bundle (hashed: the cached bundle rebuilds when one of them changes).

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from safetensors.numpy import load_file
 from safetensors.torch import load_file as load_t
 
@@ -32,18 +31,6 @@ TINY = {
              "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128},
 }
 ENCODERS = list(TINY)
-FIVE = ["Qwen2.5-Coder 32B Instruct", "GPT-5 nano (2025-08-07) (medium reasoning)", "Devstral small (2512)",
-        "GPT-5 mini (2025-08-07) (medium reasoning)", "Claude 4.5 Sonnet (20250929)"]
-
-
-@pytest.fixture(scope="module")
-def spec_path(tmp_path_factory) -> str:
-    p = tmp_path_factory.mktemp("spec") / "five.yaml"
-    p.write_text(yaml.safe_dump({"name": "five", "dataset": "swebench-verified",
-                                 "tiers": [{"model": m} for m in FIVE]}))
-    return str(p)
-
-
 def tiny_router(kind: str, seed: int = 0) -> RouterModel:
     torch.manual_seed(seed)
     return RouterModel(RouterModelConfig(models=["a", "b", "c"], encoder=f"tiny-{kind}", tokenizer="minilm",

@@ -24,19 +24,6 @@ from aco_bert.model.training_args import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / "configs" / "tiny-test.yaml"
-FIVE = ["Qwen2.5-Coder 32B Instruct", "GPT-5 nano (2025-08-07) (medium reasoning)", "Devstral small (2512)",
-        "GPT-5 mini (2025-08-07) (medium reasoning)", "Claude 4.5 Sonnet (20250929)"]
-
-
-@pytest.fixture(scope="module")
-def spec_path(tmp_path_factory) -> str:
-    """A 5-tier spec over real SWE-bench models (independent of which specs the package ships)."""
-    p = tmp_path_factory.mktemp("spec") / "five.yaml"
-    p.write_text(yaml.safe_dump({"name": "five", "dataset": "swebench-verified",
-                                 "tiers": [{"model": m} for m in FIVE]}))
-    return str(p)
-
-
 def cfg_for(tmp: Path, data_dir: Path, spec: str, **kw) -> TrainConfig:
     base = dict(data_dir=str(data_dir), spec=spec, output_dir=str(tmp / "run"), num_threads=1,
                 embedding_cache_dir=str(tmp / "cache"), max_prompts=40)
@@ -101,7 +88,7 @@ def test_metrics_log_keeps_the_records_before_the_state(tmp_path):
     assert path.read_text() == "" and log.n_records == 0
 
 
-def test_tiny_router_loss_falls(tmp_path, data_dir, spec_path):
+def test_tiny_router_loss_falls(tmp_path, data_dir, spec_path, five_models):
     cfg = cfg_for(tmp_path, data_dir, spec_path, max_steps=30, logging_steps=1, val_fraction=0.0, dropout=0.0,
                   learning_rate=3e-3, warmup_ratio=0.0, batch_size=8)
     r = train(cfg)
@@ -114,7 +101,7 @@ def test_tiny_router_loss_falls(tmp_path, data_dir, spec_path):
     assert total_last < total_first
     assert {"train_cost", "train_aux_difficulty"} <= set(log[0])
     saved = json.loads((tmp_path / "run" / "best" / "router_config.json").read_text())
-    assert saved["models"] == FIVE and saved["aux_labels"]["difficulty"][0] == "1-4 hours"
+    assert saved["models"] == five_models and saved["aux_labels"]["difficulty"][0] == "1-4 hours"
     assert not (tmp_path / "run" / "state").exists()  # resumable state is removed once a run finishes
 
 
@@ -155,7 +142,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, data_dir, spec_path):
     assert [r["step"] for r in _log(tmp_path / "b" / "run" / "metrics.jsonl")] == [r["step"] for r in log_a]
 
 
-def test_kfold_writes_the_stacking_contract(tmp_path, data_dir, spec_path):
+def test_kfold_writes_the_stacking_contract(tmp_path, data_dir, spec_path, five_models):
     cfg = cfg_for(tmp_path, data_dir, spec_path, kfold=3, max_steps=3, val_fraction=0.25, final_fit=True,
                   cost_heads=True, num_epochs=1)
     r = train(cfg)
@@ -164,7 +151,7 @@ def test_kfold_writes_the_stacking_contract(tmp_path, data_dir, spec_path):
     meta = json.loads((out / "oof_meta.json").read_text())
     P = len(meta["prompt_ids"])
     assert P == 40 and len(set(meta["prompt_ids"])) == P
-    assert meta["models"] == FIVE and meta["dataset"] == "swebench-verified" and meta["spec"] == "five"
+    assert meta["models"] == five_models and meta["dataset"] == "swebench-verified" and meta["spec"] == "five"
     assert oof["logits"].shape == (P, 5) and oof["logits"].dtype == np.float32
     assert oof["embeddings"].shape == (P, 32) and oof["embeddings"].dtype == np.float32
     assert oof["cost"].shape == (P, 5) and (oof["cost"] >= 0).all()
@@ -183,7 +170,7 @@ def test_kfold_writes_the_stacking_contract(tmp_path, data_dir, spec_path):
     from aco_bert.model.modeling import RouterModel
 
     final = RouterModel.from_pretrained(r.model_dir)
-    assert final.config.models == FIVE and r.model_dir.endswith("final")
+    assert final.config.models == five_models and r.model_dir.endswith("final")
 
 
 def test_frozen_encoder_embeds_once_and_kfold_resumes(tmp_path, data_dir, spec_path):
