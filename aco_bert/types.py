@@ -46,6 +46,16 @@ class Decision:
 
 
 @dataclass
+class RunOutput:
+    """What a tier's run answered, for the response verifier: its text, the texts of the tiers that ran before it
+    on the same prompt (0-based tier -> text, for answer agreement) and optional token logprobs."""
+
+    response: str | None = None
+    earlier: dict[int, str] = field(default_factory=dict)
+    logprobs: list[float] | None = None
+
+
+@dataclass
 class Escalation:
     accept: bool  # keep tier_run's answer
     p_success: float  # P(tier_run succeeded | prompt, its trace)

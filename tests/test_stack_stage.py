@@ -69,7 +69,9 @@ def test_stack_stage_writes_loadable_artifacts_and_stack_info(fake_run, data_dir
     assert info.dataset.dataset == "swebench-verified" and info.dataset.data_dir == str(data_dir.resolve())
     routing = RoutingConfig.from_dict(info.routing)
     assert routing.mode == "stacked" and routing.policy == "utility" and routing.lam >= 0
-    assert routing.cascade.max_runs == 2 and 0 <= routing.cascade.accept <= 1
+    c = routing.cascade  # the knob chosen on held-out replays: the router first, then a ladder of spec models
+    assert c.first == "router" and set(c.chain) <= set(MODELS) and c.chain[-1] == MODELS[-1]
+    assert c.max_runs == len(c.chain) + 1 and 0 <= c.accept <= 1
     rep = json.loads((out / "stack_report.json").read_text())
     assert rep["frontier"] == MODELS[-1] and len(rep["calibration_held_out"]) == 3
     assert res["routing"] == info.routing

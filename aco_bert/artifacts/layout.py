@@ -91,11 +91,12 @@ class DatasetRef:
         dd = None if data_dir is None else str(Path(data_dir).expanduser().resolve())
         return cls(ds, dd, dict(options or {}))
 
-    def load(self, data_dir: str | None = None):
-        """The :class:`~aco_bert.data.schema.OutcomeTable` (``data_dir`` overrides the stored one)."""
+    def load(self, data_dir: str | None = None, **extra: Any):
+        """The :class:`~aco_bert.data.schema.OutcomeTable` (``data_dir`` overrides the stored one; ``extra``
+        loader options are added to the stored ones, e.g. ``with_responses=True`` for the cascade)."""
         from aco_bert.data.registry import load_outcomes
 
-        return load_outcomes(self.dataset, data_dir=data_dir or self.data_dir, **self.options)
+        return load_outcomes(self.dataset, data_dir=data_dir or self.data_dir, **{**self.options, **extra})
 
     @property
     def label(self) -> str:

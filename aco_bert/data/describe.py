@@ -61,6 +61,29 @@ def tier_shares(matrix: OutcomeMatrix, models: Sequence[str], threshold: float =
     return TierShares(list(models), matrix.n_prompts, first, threshold)
 
 
+def response_counts(matrix: OutcomeMatrix) -> dict[str, int]:
+    """Model -> how many of its outcomes carry a response text (all zero when the table has none)."""
+    if matrix.responses is None:
+        return {mod: 0 for mod in matrix.models}
+    has = matrix.responses != None  # noqa: E711 - elementwise on an object array
+    return {mod: int(n) for mod, n in zip(matrix.models, has.sum(axis=0))}
+
+
+def describe_responses(matrix: OutcomeMatrix) -> str:
+    """One line: whether the cascade's verifier can read model outputs here (responses are post-run traces)."""
+    counts = response_counts(matrix)
+    total = sum(counts.values())
+    if not total:
+        return ("responses: none (no model output texts; a cascade can use trace counters only; mmlu-pro has "
+                "them with --with-responses)")
+    n_out = int(np.isfinite(matrix.success).sum())
+    line = (f"responses (model output texts, read by the cascade's verifier only): {total} of {n_out} outcomes, "
+            f"{sum(1 for v in counts.values() if v)} of {len(counts)} models")
+    if len(set(counts.values())) > 1:
+        line += "; per model: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+    return line
+
+
 def _fmt_usd(x: float) -> str:
     return "n/a" if not np.isfinite(x) else f"${x:.6f}" if x < 0.01 else f"${x:.4f}"
 
@@ -96,6 +119,7 @@ def describe(table: OutcomeTable, models: Sequence[str] | None = None, threshold
             lines.append(f"{key.replace('_', ' ')}: {table.extras[key]}")
     if "category" in m.meta and m.meta["category"].notna().any():
         lines.append(f"categories: {int(m.meta['category'].nunique())}")
+    lines.append(describe_responses(m))
 
     sh = tier_shares(m, tiers, threshold)
     cols = [m.models.index(t) for t in tiers]
@@ -127,6 +151,7 @@ class DescribeConfig:
     spec: str | None = None  # router spec name/path fixing tiers and order; 'default' = the dataset's shipped spec
     split: str | None = None  # train / test / all, for datasets with a published split
     threshold: float = 0.5  # graded scores >= this count as success
+    with_responses: bool = False  # load the model output texts where the loader makes them optional (mmlu-pro)
 
 
 PROG = "aco-bert data describe"
@@ -138,6 +163,8 @@ def run(cfg: DescribeConfig) -> int:
     from aco_bert.spec import RouterSpec
 
     kw: dict[str, Any] = {"split": cfg.split} if cfg.split else {}
+    if cfg.with_responses:
+        kw["with_responses"] = True
     try:
         table = load_outcomes(cfg.dataset, data_dir=cfg.data_dir, **kw)
     except TypeError as e:  # e.g. --split for a dataset without a published split

@@ -27,6 +27,9 @@ CANONICAL_COLUMNS: dict[str, tuple[str, bool]] = {
     "source": ("string", False),
     "category": ("string", False),
     "step_type": ("string", False),
+    # The text the model answered: a post-run trace like api_calls (it exists only once the model has run), so only
+    # the cascade's verifier may read it, never the ex-ante router.
+    "response": ("string", False),
 }
 TRACE_COLUMNS = ("api_calls", "latency_s", "cost_usd", "input_tokens", "output_tokens")
 PROMPT_META_COLUMNS = ("source", "category", "step_type")
@@ -151,7 +154,9 @@ class OutcomeMatrix:
     """Dense prompt x model view of a table: what policies, evaluators and trainers consume.
 
     ``success``/``cost`` and every trace array are ``(n_prompts, n_models)`` float arrays with NaN where a model
-    has no outcome for a prompt (a missing outcome is *unknown*, never a failure).
+    has no outcome for a prompt (a missing outcome is *unknown*, never a failure). ``responses`` is the
+    ``(n_prompts, n_models)`` object array of the models' answer texts (None where a model has none), or None when
+    the table has no response at all: a post-run trace for the cascade's verifier, never a router input.
     """
 
     prompt_ids: list[str]
@@ -161,6 +166,7 @@ class OutcomeMatrix:
     cost: np.ndarray
     traces: dict[str, np.ndarray]
     meta: pd.DataFrame  # one row per prompt: source, category, step_type (+ any adapter extras)
+    responses: np.ndarray | None = None  # (n_prompts, n_models) object array of str / None; None = no responses
 
     @classmethod
     def from_table(cls, table: OutcomeTable, models: Iterable[str] | None = None) -> "OutcomeMatrix":
@@ -189,6 +195,7 @@ class OutcomeMatrix:
             cost=mats.pop("cost_usd"),
             traces=mats,
             meta=meta,
+            responses=response_matrix(df, pids, models),
         )
 
     @property
@@ -205,6 +212,7 @@ class OutcomeMatrix:
             cost=self.cost[idx],
             traces={k: v[idx] for k, v in self.traces.items()},
             meta=self.meta.iloc[idx].reset_index(drop=True),
+            responses=None if self.responses is None else self.responses[idx],
         )
 
     def select_models(self, models: list[str]) -> "OutcomeMatrix":
@@ -217,7 +225,24 @@ class OutcomeMatrix:
             cost=self.cost[:, cols],
             traces={k: v[:, cols] for k, v in self.traces.items()},
             meta=self.meta.copy(),
+            responses=None if self.responses is None else self.responses[:, cols],
         )
+
+
+def response_matrix(df: pd.DataFrame, prompt_ids: list[str], models: list[str]) -> np.ndarray | None:
+    """The ``response`` column of canonical rows ``df`` as a (prompts, models) object array (None = no response),
+    or None when no row has one, so tables without responses cost no (P, M) array."""
+    if "response" not in df.columns:
+        return None
+    resp = df["response"]
+    present = resp.notna().to_numpy()
+    if not present.any():
+        return None
+    out = np.full((len(prompt_ids), len(models)), None, dtype=object)
+    pi = pd.Index(prompt_ids).get_indexer(df["prompt_id"][present])
+    mi = pd.Index(models).get_indexer(df["model"][present])
+    out[pi, mi] = [str(v) for v in resp[present]]
+    return out
 
 
 def rows_to_table(rows: list[Mapping[str, Any]] | pd.DataFrame, *, file: str, name: str, **kw: Any) -> OutcomeTable:

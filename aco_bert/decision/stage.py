@@ -43,7 +43,7 @@ import numpy as np
 from aco_bert.artifacts import layout as L
 from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors, cross_fit_cost
 from aco_bert.decision.stacker import StackerConfig, fit_stack, load_oof
-from aco_bert.decision.verifier import Verifier, VerifierConfig, cross_fit_verifier, trace_arrays
+from aco_bert.decision.verifier import CrossFitScorer, Verifier, VerifierConfig, cascade_signals, trace_arrays
 from aco_bert.signals.base import SignalData
 from aco_bert.signals.fitting import signal_data
 
@@ -64,7 +64,8 @@ class StackStageConfig:
     within: float = 0.01
     margin: float = 0.005  # utility/threshold "match" rule: held-out success >= frontier - within + margin
     delta: float = 0.1
-    cascade: bool | None = None  # None: on in stacked mode when the data carry api_calls
+    cascade: bool | None = None  # None: on in stacked mode when the data carry responses or api_calls
+    cascade_rule: str = "match"  # how the shipped cascade knob is chosen: match (target + margin) | ltt
     k: int = 5  # cross-fit folds for the held-out calibrated (heads), cost and verifier predictions
     seed: int = 0
     stacker: StackerConfig = field(default_factory=StackerConfig)
@@ -75,6 +76,8 @@ class StackStageConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r} not in {MODES}")
+        if self.cascade_rule not in ("match", "ltt"):
+            raise ValueError(f"cascade_rule must be 'match' or 'ltt', got {self.cascade_rule!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
 
@@ -163,13 +166,51 @@ def _fit_heads(cfg, inputs, y, cost, spec, m, out: Path):
     return held, cm.predict(n=len(raw))
 
 
+def _fit_cascade(cfg: StackStageConfig, m, y, cost, traces, features, held, ctx, folds, fc: int, target: float,
+                 spec, out: Path, routing: dict, log) -> tuple[Any, dict]:
+    """The bundle's verifier (all prompts) and cascade knob, chosen on held-out replays by ``cascade_rule``
+    (:mod:`aco_bert.decision.cascade_search`: ``match`` = the cheapest knob whose held-out success meets the
+    target + margin; ``ltt`` = Learn-then-Test at ``delta``; the report measures both)."""
+    from aco_bert.decision.cascade_search import (ACCEPTS, CachedScorer, candidate_chains, knob_grid, ltt_select,
+                                                  points, replay_knobs)
+    from aco_bert.evaluation.selection import select_match
+    from aco_bert.policies import CascadeConfig, PolicyConfig, named_policy
+    from aco_bert.verify.features import ResponseReader
+
+    parsed = ResponseReader(cfg.verifier.extractor).parse(m.responses) \
+        if m.responses is not None and cfg.verifier.use_responses else None
+    cfs = CrossFitScorer(y, traces, folds, features, held, cfg.verifier, parsed)
+    scorer = CachedScorer(lambda r, t, e: cfs.score_history(r, t, e, traces, features, held, parsed))
+    v = Verifier.fit(y, traces, features, held, cfg.verifier, tiers=spec.models, responses=parsed)
+    v.save(out / L.VERIFIER_DIR)
+    pol = named_policy(PolicyConfig(policy=routing["policy"], tau=routing.get("tau"), lam=routing.get("lam")))
+    # the runtime starts a cascade where route() does (the proxy, the scorer), so the shipped knob starts there too
+    knobs = [k for k in knob_grid(candidate_chains(y, cost, fc), ACCEPTS, first_taus=(), router=True)
+             if k.first == "router"]
+    res = replay_knobs(knobs, ctx, y, cost, scorer, router=pol)
+    pts = points(res)
+    info: dict[str, Any] = {"signals": cascade_signals(m), "verifier_responses": v.responses, "n_knobs": len(knobs)}
+    j = None
+    if cfg.cascade_rule == "ltt":
+        j, info["ltt"] = ltt_select(knobs, res, target, cfg.delta)
+    if j is None:  # "match", or no knob certified
+        j = select_match(pts, target + cfg.margin)
+    k = knobs[j]
+    info |= {"rule": cfg.cascade_rule, "chosen": k.to_dict(spec.models),
+             "held_out": {"success": pts[j][1], "cost_per_task": pts[j][2], **res[j].summary()}}
+    log(f"[stack] cascade: {info['chosen']} held-out success {pts[j][1]:.3f} cost {pts[j][2]:.4g}")
+    cc = CascadeConfig(accept=float(k.accept), max_runs=k.max_runs, accept_first=k.accept_first,
+                       chain=[spec.models[t] for t in k.chain], first="chain" if k.first == "chain" else "router")
+    return cc, info
+
+
 def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
     """Fit the decision layer of ``cfg.run``; returns ``{"out", "routing" (dict), "report", "info" (StackInfo)}``."""
     from aco_bert.data.splits import kfold
     from aco_bert.evaluation.calibration import calibration_report
     from aco_bert.evaluation.metrics.core import realised
-    from aco_bert.evaluation.selection import ACCEPTS, TAUS, frontier_col, lambda_grid, select_match
-    from aco_bert.policies import (CascadeConfig, PolicyConfig, RoutingConfig, named_policy, RoutingContext, TargetSuccess, Threshold, Utility,
+    from aco_bert.evaluation.selection import TAUS, frontier_col, lambda_grid, select_match
+    from aco_bert.policies import (RoutingConfig, RoutingContext, TargetSuccess, Threshold, Utility,
                                    floors_for)
     from aco_bert.signals.handcrafted import featurize
     from aco_bert.spec import RouterSpec
@@ -246,22 +287,10 @@ def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
 
     traces = trace_arrays(m)
     do_cascade = (cfg.cascade if cfg.cascade is not None
-                  else cfg.mode == "stacked" and bool(np.isfinite(traces["api_calls"]).any()))
+                  else cfg.mode == "stacked" and bool(cascade_signals(m)))
     if do_cascade:
-        from aco_bert.policies import Cascade
-
-        q = cross_fit_verifier(y, traces, folds, inputs.features, held, cfg.verifier)
-        Verifier.fit(y, traces, inputs.features, held, cfg.verifier, tiers=spec.models).save(out / L.VERIFIER_DIR)
-        pol = named_policy(PolicyConfig(policy=routing["policy"], tau=routing.get("tau"), lam=routing.get("lam")))
-        pts = []
-        for acc in ACCEPTS:
-            r = Cascade(pol, pol, acc).replay(ctx, y, cost, q)
-            sm = r.summary()
-            pts.append((acc, sm["success"], sm["cost_per_task"]))
-        # escalate only as much as needed: the cheapest accept threshold whose held-out success meets the target
-        best = select_match(pts, target + cfg.margin)
-        routing["cascade"] = CascadeConfig(accept=float(best), max_runs=2)
-        report["cascade"] = {"points": pts, "chosen": best}
+        routing["cascade"], report["cascade"] = _fit_cascade(cfg, m, y, cost, traces, inputs.features, held, ctx,
+                                                             folds, fc, target, spec, out, routing, log)
     rc = RoutingConfig(**routing)
     info = L.StackInfo(run=str(run.resolve()), mode=cfg.mode, spec=spec.to_dict(), dataset=ds,
                        routing=rc.to_dict(), head_models=list(ri.models), prompt_ids=list(m.prompt_ids))

@@ -21,8 +21,9 @@ once every knob is chosen without looking at the prompts it is judged on? Protoc
    fixed model within ``within`` of the frontier on the training prompts) and ``zero-router mix [savings]``
    (random mixing of the two training-hull models at that budget). Target-success (Learn-then-Test) certifies a
    tau on the same data.
-   The cascade (stacked router first, execution-feedback verifier, escalation) tunes its first-tier tau and accept
-   threshold the same way, with verifier scores from an inner cross-fit.
+   The cascade (:mod:`aco_bert.evaluation.report_cascade`: ex-ante router or a ladder's cheap tier first, a
+   verifier of the run's trace / response / answer agreement, escalation along a ladder) chooses its knobs the
+   same way, with verifier scores from an inner cross-fit, plus a Learn-then-Test row and a budget curve.
 4. The outer-test decisions of every fold are pooled and replayed by :mod:`aco_bert.evaluation.replay`;
    :mod:`aco_bert.evaluation.report_summary` condenses them per source and curve (AUC, AIQ, APGR, CPT) next to the
    zero-router hull's and the oracle's AIQ.
@@ -50,12 +51,12 @@ from aco_bert.evaluation.calibration import calibration_report, plot_reliability
 from aco_bert.evaluation.metrics.core import realised
 from aco_bert.evaluation.report_sources import cross_calibrate, peer_source, plan_peers
 from aco_bert.evaluation.report_summary import summarize_sources
-from aco_bert.evaluation.selection import (ACCEPTS, CASCADE_TAUS, RULES, TAUS, frontier_col, lambda_grid, select_match,
-                                          select_savings)
-from aco_bert.decision.verifier import Verifier, VerifierConfig, trace_arrays
+from aco_bert.evaluation.selection import RULES, TAUS, frontier_col, lambda_grid, select_match, select_savings
+from aco_bert.decision.cascade_search import ACCEPTS, FIRST_TAUS
+from aco_bert.decision.verifier import VerifierConfig, trace_arrays
 from aco_bert.decision.cost_model import CostModel, CostModelConfig, cost_errors, cross_fit_cost
 from aco_bert.artifacts.jsonio import write_json
-from aco_bert.policies import Cascade, FixedTier, RoutingContext, TargetSuccess, Threshold, Utility, floors_for
+from aco_bert.policies import RoutingContext, TargetSuccess, Threshold, Utility, floors_for
 from aco_bert.data.splits import Fold, kfold
 from aco_bert.decision.stacker import (
     StackerConfig,
@@ -72,6 +73,7 @@ class RouterEvalConfig:
     dataset: str | None = None  # dataset name or path; default: the neural run's (run.json), else swebench-verified
     spec: str | None = None  # router spec name or YAML path; default: the neural run's whole spec, else the dataset's
     data_dir: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # loader options, e.g. {with_responses: true}
     oof_run: str | None = None  # neural k-fold run dir (oof.safetensors + oof_meta.json); its prompts are evaluated
     split: str = "kfold"  # "kfold" (outer K-fold; the neural run's folds when given) or "given" (train/test meta)
     k_outer: int = 5
@@ -87,10 +89,10 @@ class RouterEvalConfig:
     # without an --oof_run); on the command line `--peers "[knn, mf]"`, `--peers "[]"`
     peers: list[str] = field(default_factory=lambda: ["knn", "mlp", "mf"])
     floors: bool = True  # apply the spec's floors (detected domains -> min tier); off to measure routing alone
-    cascade: bool | None = None  # None: on when the data carry api_calls traces
+    cascade: bool | None = None  # None: on when the data carry responses or api_calls traces
     # accept thresholds of the verifier (0: never escalate, so the curve reaches the first policy's own points)
     cascade_accepts: list[float] = field(default_factory=lambda: list(ACCEPTS))
-    cascade_taus: list[float] = field(default_factory=lambda: list(CASCADE_TAUS))
+    cascade_taus: list[float] = field(default_factory=lambda: list(FIRST_TAUS))  # ex-ante first-tier taus
     # Ablation: probability sources made from the TRUE outcomes plus noise, at these per-tier AUCs (binormal
     # scores, isotonic-calibrated on the training folds like every other source). Not a router: it measures how
     # much signal the nested policies need before they beat the zero-router hull.
@@ -159,14 +161,17 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
     """Run the nested evaluation; writes report.json (``cfg.json``, else ``<out_dir>/report.json``), and
     report.md / PNGs to ``cfg.out_dir`` when set."""
     from aco_bert.evaluation.plots import plot_nested_curves
-    from aco_bert.evaluation.replay import Curve, PolicyResult, evaluate_policies
+    from aco_bert.evaluation.replay import evaluate_policies
     from aco_bert.evaluation.report_inputs import load_report_data
+    from aco_bert.decision.verifier import cascade_signals
+    from aco_bert.evaluation.report_cascade import CascadeStudy
     from aco_bert.evaluation.report_md import markdown
     from aco_bert.signals.fitting import cross_fit_blocks, fold_blocks, signal_data, usable_signals
     from aco_bert.signals.handcrafted import featurize
 
     t_start = time.time()
-    data = load_report_data(cfg.dataset, cfg.spec, cfg.data_dir, cfg.oof_run, cfg.max_prompts, cfg.seed, log)
+    data = load_report_data(cfg.dataset, cfg.spec, cfg.data_dir, cfg.oof_run, cfg.max_prompts, cfg.seed, log,
+                            cfg.dataset_options)
     spec, m, dataset = data.spec, data.matrix, data.dataset
     ids, n, n_t = m.prompt_ids, m.n_prompts, len(spec.models)
     y, cost = m.success, m.cost
@@ -195,7 +200,7 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
             f"{meta_n.get('mean_auc')}; spec tiers {'all present' if cols else 'missing: ' + str(missing)}")
     folds = _outer_folds(cfg, m, None if neural is None or cfg.split == "given" else neural["inputs"].fold, dataset)
     traces = trace_arrays(m)
-    do_cascade = cfg.cascade if cfg.cascade is not None else bool(np.isfinite(traces["api_calls"]).any())
+    do_cascade = cfg.cascade if cfg.cascade is not None else bool(cascade_signals(m))
 
     emb = neural["inputs"].embeddings if neural is not None else None
     peer_srcs, peer_notes = plan_peers(cfg.peers, cfg.tfidf, emb, log)
@@ -230,19 +235,8 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
     rng_mix = np.random.default_rng(cfg.seed + 7)
     cost_pred_model = np.full((n, n_t), np.nan)
     cost_pred_mean = np.full((n, n_t), np.nan)
-    # cascade knobs, fixed across folds: first tier = Threshold(tau) on the stacked probabilities, or a fixed tier
-    # below the frontier; escalation = the most likely tier above ("argmax") or the training fold's zero-router
-    # model ("zero", or the next tier up when that one already ran); verifier accept threshold. The fixed first
-    # tiers are those below the frontier of some fold's training prompts (the spec's frontier when it names one).
-    f_idx = max(frontier_col(spec.models, spec.frontier, y[f.train], cost[f.train]) for f in folds)
-    firsts = [("tau", t) for t in cfg.cascade_taus] + [("fixed", t) for t in range(f_idx)]
-    casc_combos = [(fi, esc, acc) for fi in firsts for esc in ("argmax", "zero") for acc in cfg.cascade_accepts]
-    casc_s = np.full((len(casc_combos), n), np.nan)
-    casc_c = np.full((len(casc_combos), n), np.nan)
-    casc_runs = np.zeros((len(casc_combos), n))
-    casc_sel = {r: (np.full(n, np.nan), np.full(n, np.nan), np.zeros(n)) for r in RULES}
-    casc_knobs: dict[str, list] = {r: [] for r in RULES}
-    verifier_q = np.full((n, n_t), np.nan)
+    casc = CascadeStudy(m, y, cost, traces, x_feat, min_tier, spec.models, cfg.verifier, cfg.cascade_accepts,
+                        cfg.cascade_taus, cfg.within, cfg.delta) if do_cascade else None
 
     stack_in = StackInputs(logits=None if neural is None else neural["inputs"].logits, embeddings=emb,
                            features=x_feat)
@@ -343,37 +337,8 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
                 ltt_tiers[te] = ts.decide(ctx_te)
                 ltt_info.append({"fold": f.index, **ts.to_dict(), "n_certified": ts.result.n_certified})
 
-        # --- cascade -----------------------------------------------------------------------------------------
-        if do_cascade:
-            p_tr, c_tr = src_tr["stacked"]
-            p_te, c_te = src_te["stacked"]
-            tr_traces = {k: v[tr] for k, v in traces.items()}
-            q_tr = np.full((len(tr), n_t), np.nan)
-            for g in inner:  # verifier scores for the training prompts from verifiers that did not see them
-                a, b = g.train, g.test
-                v = Verifier.fit(y[tr][a], {k: w[a] for k, w in tr_traces.items()}, x_feat[tr][a], p_tr[a],
-                                 cfg.verifier)
-                q_tr[b] = v.predict_all({k: w[b] for k, w in tr_traces.items()}, x_feat[tr][b], p_tr[b])
-            v = Verifier.fit(y[tr], tr_traces, x_feat[tr], p_tr, cfg.verifier, tiers=spec.models)
-            q_te = v.predict_all({k: w[te] for k, w in traces.items()}, x_feat[te], p_te)
-            verifier_q[te] = q_te
-            ctx_tr = RoutingContext(p_tr, c_tr, min_tier[tr])
-            ctx_te = RoutingContext(p_te, c_te, min_tier[te])
-            pts = []
-            for j, ((kind, val), esc_kind, acc) in enumerate(casc_combos):
-                first = Threshold(val) if kind == "tau" else FixedTier(int(val))
-                esc = Threshold(2.0) if esc_kind == "argmax" else FixedTier(int(zt))
-                r = Cascade(first, esc, acc).replay(ctx_tr, y[tr], cost[tr], q_tr).summary()
-                pts.append((j, r["success"], r["cost_per_task"]))
-                rt = Cascade(first, esc, acc).replay(ctx_te, y[te], cost[te], q_te)
-                casc_s[j, te], casc_c[j, te] = rt.success, rt.cost
-                casc_runs[j, te] = [len(x) for x in rt.runs]
-            for rule in RULES:
-                j = pick(pts, rule)
-                (kind, val), esc_kind, acc = casc_combos[j]
-                casc_knobs[rule].append({"first": f"{kind}={val}", "escalate": esc_kind, "accept": acc})
-                for arr, src in zip(casc_sel[rule], (casc_s, casc_c, casc_runs)):
-                    arr[te] = src[j, te]
+        if casc is not None:  # --- cascade (aco_bert.evaluation.report_cascade) ---------------------------------
+            casc.fold(tr, te, inner, *src_tr["stacked"], *src_te["stacked"], fc, s_front, target, max_cost)
         log(f"[router-eval] fold {f.index} done ({time.time() - t_start:.0f} s)")
 
     # --- restrict to the prompts that were in an outer test fold (all of them with k-fold; the test split with
@@ -384,13 +349,12 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
         for d in (probs, exp_c):
             for k in d:
                 d[k] = d[k][ev]
-        raw_stacked, cost_pred_mean, cost_pred_model, verifier_q = (
-            raw_stacked[ev], cost_pred_mean[ev], cost_pred_model[ev], verifier_q[ev])
+        raw_stacked, cost_pred_mean, cost_pred_model = raw_stacked[ev], cost_pred_mean[ev], cost_pred_model[ev]
         zero_nested, zero_mix, ltt_tiers = zero_nested[ev], zero_mix[ev], ltt_tiers[ev]
         selected = {k: v[ev] for k, v in selected.items()}
         curve_tiers = {k: {kk: vv[ev] for kk, vv in v.items()} for k, v in curve_tiers.items()}
-        casc_s, casc_c, casc_runs = casc_s[:, ev], casc_c[:, ev], casc_runs[:, ev]
-        casc_sel = {r: tuple(a[ev] for a in v) for r, v in casc_sel.items()}
+        if casc is not None:
+            casc.restrict(ev)
         if neural is not None and neural["heads_cost"] is not None:
             neural["heads_cost"] = neural["heads_cost"][ev]
         log(f"[router-eval] evaluating the {len(ev)} outer-test prompts of {n}")
@@ -409,23 +373,8 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
                                min_tier=min_tier, frontier=spec.frontier, within=cfg.within, seed=cfg.seed,
                                dataset=dataset)
     fcost = report.get("always-frontier").cost_per_task
-    if do_cascade:
-        from aco_bert.evaluation.metrics.core import curve_metrics
-
-        def _pr(name, s, c, runs, param=None):
-            return PolicyResult.from_outcomes(name, s, c, chosen={"mean_runs": float(np.mean(runs))}, kind="learned",
-                                              param=param, frontier_cost=fcost)
-
-        for rule in RULES:
-            report.policies.insert(len(report.policies) - n_t, _pr(f"stacked + cascade [{rule}]", *casc_sel[rule]))
-        cpts = [_pr(f"cascade@{k}={v}/{e}/{a}", casc_s[j], casc_c[j], casc_runs[j], param=float(j))
-                for j, ((k, v), e, a) in enumerate(casc_combos)]
-        report.curves["stacked + cascade"] = Curve("stacked + cascade", cpts, kind="learned")
-        r = report.metrics["range"]
-        if r["strong_success"] > r["weak_success"]:
-            report.metrics["stacked + cascade"] = curve_metrics(
-                [p.cost_per_task for p in cpts], [p.success for p in cpts],
-                (r["weak_cost"], r["weak_success"]), (r["strong_cost"], r["strong_success"])).to_dict()
+    if casc is not None:
+        casc.add_to(report, fcost, n_t)
 
     # --- diagnostics ---------------------------------------------------------------------------------------------
     from aco_bert.decision.conformal import coverage_over_splits
@@ -446,12 +395,12 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
         if k in diag["cost_model"]:
             for kk in ("mae_per_tier", "log_error_per_tier"):
                 diag["cost_model"][k].pop(kk, None)
-    if do_cascade:
-        diag["verifier_auc"] = [None if not math.isfinite(v) else float(v) for v in per_tier_auc(y, verifier_q)]
+    if casc is not None:
+        diag["cascade"] = casc.diagnostics()
+        diag["verifier_auc"] = diag["cascade"]["verifier_auc_first"]["per_tier"]
     diag["chosen_knobs"] = chosen_knobs
     diag["stacker"] = {"signals": sorted(signals), "sources": [  # per outer fold and tier: where the stack starts
         [None if c is None else {"source": c["source"], "auc": c["auc"]} for c in fold] for fold in stack_sources]}
-    diag["cascade_knobs"] = casc_knobs
     diag["ltt"] = ltt_info
     ctx_all = RoutingContext(probs["stacked"], exp_c["stacked"], min_tier)
     s_front_all = report.get("always-frontier").success

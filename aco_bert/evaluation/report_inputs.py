@@ -109,12 +109,15 @@ def restrict_to(matrix: OutcomeMatrix, prompt_ids: list[str], where: str) -> Out
 
 
 def load_report_data(dataset: str | None, spec: str | None, data_dir: str | None, oof_run: str | None,
-                     max_prompts: int | None, seed: int, log: Callable[[str], Any] = print) -> ReportData:
+                     max_prompts: int | None, seed: int, log: Callable[[str], Any] = print,
+                     options: dict[str, Any] | None = None) -> ReportData:
     """Resolve spec, dataset and prompts (see the module docstring for the rules).
 
     ``spec`` (a shipped name or a YAML path) overrides the run's spec; ``dataset`` overrides the run's dataset
     reference. With a run, ``max_prompts`` below the run's prompt count subsamples *within* them (quick runs).
+    ``options`` are extra loader keyword arguments (e.g. ``with_responses=True``).
     """
+    options = dict(options or {})
     from aco_bert.data import load_outcomes
     from aco_bert.data.registry import POOLED_DATASETS, default_spec_name
     from aco_bert.data.splits import subsample
@@ -123,10 +126,10 @@ def load_report_data(dataset: str | None, spec: str | None, data_dir: str | None
     if dataset is not None and info is not None and is_pool_member(info, dataset):
         return member_report_data(dataset, spec, data_dir, oof_run, run_ids, info, max_prompts, seed, log)
     if info is not None and (dataset is None or (dataset in POOLED_DATASETS and dataset == info.dataset.dataset)):
-        table, name = info.dataset.load(data_dir), info.dataset.label  # a pool needs the run's options (tables)
+        table, name = info.dataset.load(data_dir, **options), info.dataset.label  # a pool needs the run's options
     else:
         name = dataset or DEFAULT_DATASET
-        table = load_outcomes(name, data_dir=data_dir)
+        table = load_outcomes(name, data_dir=data_dir, **options)
     if spec is not None:
         rs = RouterSpec.load(spec)
     elif info is not None:

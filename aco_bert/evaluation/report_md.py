@@ -94,8 +94,25 @@ def markdown(out: dict[str, Any]) -> str:
                          f"{100 * c['population_coverage']:.1f} % | {100 * c['realised_coverage']:.1f} % | "
                          f"{100 * c['mean_test_success']:.1f} % | {usd(c['mean_test_cost'])} | "
                          f"{100 * c['frac_certified']:.0f} % |")
-    if d.get("verifier_auc"):
-        v = [a for a in d["verifier_auc"] if a is not None]
-        lines += ["", f"Cascade verifier (real traces), pooled outer-test AUC per tier: "
-                      f"{', '.join(f'{a:.3f}' for a in v)} (mean {np.mean(v):.3f})"]
+    if d.get("cascade"):
+        lines += cascade_table(out)
     return "\n".join(lines)
+
+
+def cascade_table(out: dict[str, Any]) -> list[str]:
+    """Per tier: the verifier's pooled outer-test AUC (run first; after every cheaper tier ran, i.e. with answer
+    agreement) next to the ex-ante sources' AUC for the same tier, and the signals the verifier read."""
+    d = out["diagnostics"]
+    c = d["cascade"]
+    ex = {s: d["auc"][s]["per_tier"] for s in ("neural-heads", "stacked") if s in d["auc"]}
+    fmt = lambda a: "-" if a is None else f"{a:.3f}"  # noqa: E731
+    lines = ["", f"Cascade verifier (signals: {', '.join(c['signals']) or 'none'}), pooled outer-test AUC per tier:", "",
+             "| Tier | verifier, run first | verifier, after every cheaper tier | "
+             + " | ".join(f"ex-ante {s}" for s in ex) + " |", "|---|---:|---:|" + "---:|" * len(ex)]
+    first, below = c["verifier_auc_first"]["per_tier"], c["verifier_auc_after_cheaper"]["per_tier"]
+    for t, name in enumerate(out["models"]):
+        lines.append(f"| {name} | {fmt(first[t])} | {fmt(below[t])} | "
+                     + " | ".join(fmt(v[t]) for v in ex.values()) + " |")
+    lines.append(f"| mean | {fmt(c['verifier_auc_first']['mean'])} | {fmt(c['verifier_auc_after_cheaper']['mean'])} | "
+                 + " | ".join(fmt(d["auc"][s]["mean"]) for s in ex) + " |")
+    return lines

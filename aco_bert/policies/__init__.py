@@ -4,7 +4,7 @@
   floors; ``label``/``reason`` explain a prompt's choice).
 - one module per policy: :mod:`.threshold`, :mod:`.utility`, :mod:`.budget`, :mod:`.target_success` (selectable
   by name in a ``routing:`` section), :mod:`.fixed`, :mod:`.random` (evaluation references), :mod:`.per_step`,
-  :mod:`.cascade` (composites).
+  :mod:`.chain` (an escalation ladder), :mod:`.cascade` (composites).
 - :mod:`.floors`: the safety floors every policy is held to; :mod:`.config`: the ``routing:`` section as typed
   dataclasses; :mod:`.registry`: name -> policy class, and :func:`from_config`.
 
@@ -22,12 +22,13 @@ from aco_bert.policies.target_success import TargetSuccess
 from aco_bert.policies.fixed import FixedTier
 from aco_bert.policies.random import Random
 from aco_bert.policies.per_step import PerStep
+from aco_bert.policies.chain import Chain
 from aco_bert.policies.cascade import Cascade, CascadeResult
 from aco_bert.policies.floors import Floors, build_context, floors_for
 from aco_bert.policies.config import CascadeConfig, PolicyConfig, RoutingConfig
 
 __all__ = [
-    "Budget", "Cascade", "CascadeConfig", "CascadeResult", "FixedTier", "Floors", "PerStep", "Policy",
+    "Budget", "Cascade", "Chain", "CascadeConfig", "CascadeResult", "FixedTier", "Floors", "PerStep", "Policy",
     "PolicyConfig", "Random", "RequestBudget", "RoutingConfig", "RoutingContext", "StepContext", "TargetSuccess",
     "Threshold", "Utility", "build_context", "floors_for", "from_config", "named_policy", "names", "policy_class",
     "register",

@@ -45,7 +45,9 @@ def with_min_tier(ctx: RoutingContext, min_tier: np.ndarray) -> RoutingContext:
 
 @dataclass
 class Cascade(Policy):
-    """``first`` picks the first tier; after each run, accept if the verifier's score >= ``accept``, else
+    """``first`` picks the first tier; after each run, accept if the verifier's score >= ``accept`` (a run with no
+    earlier run on the prompt: >= ``accept_first`` when set -- its score lacks answer agreement, so it may need a
+    stricter bar, 1.0 = always get a second opinion), else
     ``escalate`` picks among tiers strictly above the one that ran (floors still apply). ``max_runs`` caps it.
 
     As a :class:`Policy` it is its first pick (what runs before any feedback)."""
@@ -54,17 +56,33 @@ class Cascade(Policy):
     escalate: Policy
     accept: float
     max_runs: int = 2
+    accept_first: float | None = None
     name: str = "cascade"
 
     @classmethod
-    def from_config(cls, cfg: "RoutingConfig", n_tiers: int | None = None) -> "Cascade":
-        """A bundle's cascade: its default policy picks first and escalates; ``cascade.max_runs`` unset = every
-        tier (``n_tiers``)."""
+    def from_config(cls, cfg: "RoutingConfig", n_tiers: int | None = None,
+                    models: Sequence[str] | None = None) -> "Cascade":
+        """A bundle's cascade: its default policy (or ``cascade.chain``'s bottom tier) picks first; escalation
+        climbs ``cascade.chain`` when set (model names resolved against ``models``), else the default policy
+        above the tier that ran; ``cascade.max_runs`` unset = every tier (``n_tiers``)."""
+        from aco_bert.policies.chain import Chain
         from aco_bert.policies.registry import named_policy
 
         pol = named_policy(cfg)
-        max_runs = cfg.cascade.max_runs if cfg.cascade.max_runs is not None else (n_tiers or cls.max_runs)
-        return cls(first=pol, escalate=pol, accept=float(cfg.cascade.accept), max_runs=int(max_runs))
+        c = cfg.cascade
+        esc: Policy = pol
+        first: Policy = pol
+        if c.chain is not None:
+            if models is None:
+                raise ValueError("cascade.chain names models: pass the spec's models")
+            unknown = [x for x in c.chain if x not in models]
+            if unknown:
+                raise ValueError(f"cascade.chain models {unknown} are not tiers of the spec {list(models)}")
+            esc = Chain(tuple(sorted(list(models).index(x) for x in c.chain)))
+            first = esc if c.first == "chain" else pol
+        max_runs = c.max_runs if c.max_runs is not None else (n_tiers or cls.max_runs)
+        return cls(first=first, escalate=esc, accept=float(c.accept), max_runs=int(max_runs),
+                   accept_first=None if c.accept_first is None else float(c.accept_first))
 
     def choose(self, ctx: RoutingContext) -> np.ndarray:
         return self.first.choose(ctx)
@@ -75,19 +93,26 @@ class Cascade(Policy):
     def reason(self, ctx: RoutingContext, i: int, raw_tier: int) -> str:
         return self.first.reason(ctx, i, raw_tier)
 
-    def replay(self, ctx: RoutingContext, success: np.ndarray, cost: np.ndarray, scores: np.ndarray
-               ) -> CascadeResult:
-        """Offline replay on real outcomes. ``scores`` (P, T) = verifier P(success | that tier's real trace)."""
-        success, cost, scores = (np.asarray(a, float) for a in (success, cost, scores))
+    def replay(self, ctx: RoutingContext, success: np.ndarray, cost: np.ndarray, scores) -> CascadeResult:
+        """Offline replay on real outcomes. ``scores``: (P, T) verifier P(success | that tier's real run) when the
+        score does not depend on the history, or a scorer ``scores(rows, tiers, earlier) -> (N,)`` that scores the
+        run of ``tiers[j]`` on prompt ``rows[j]`` after the runs ``earlier[j]`` (answer agreement)."""
+        success, cost = np.asarray(success, float), np.asarray(cost, float)
+        score_fn = scores if callable(scores) else (lambda r, t, e, a=np.asarray(scores, float): a[r, t])
         p_n, t_n = ctx.shape
         rows = np.arange(p_n)
         cur = self.first.decide(ctx)
         runs = [[int(t)] for t in cur]
         total = cost[rows, cur].copy()
         active = np.ones(p_n, dtype=bool)
-        for _ in range(self.max_runs - 1):
-            q = scores[rows, cur]
-            esc = active & (q < self.accept) & (cur < t_n - 1)
+        for step in range(self.max_runs - 1):
+            cand = np.flatnonzero(active & (cur < t_n - 1))
+            if not len(cand):
+                break
+            q = score_fn(cand, cur[cand], [runs[i][:-1] for i in cand])
+            esc = np.zeros(p_n, dtype=bool)
+            bar = self.accept if self.accept_first is None or step > 0 else self.accept_first  # step 0: no history
+            esc[cand] = q < bar
             if not esc.any():
                 break
             nxt = self.escalate.decide(with_min_tier(ctx, np.minimum(cur + 1, t_n - 1)))
@@ -99,13 +124,16 @@ class Cascade(Policy):
         return CascadeResult(success[rows, cur], total, runs, cur)
 
     def step(self, ctx: RoutingContext, tier_run: int, score: float,
-             tier_names: Sequence[str] | None = None) -> "Escalation":
-        """Runtime decision for ONE prompt (ctx of one row) after ``tier_run`` (0-based) ran and was scored."""
+             tier_names: Sequence[str] | None = None, n_earlier: int = 0) -> "Escalation":
+        """Runtime decision for ONE prompt (ctx of one row) after ``tier_run`` (0-based) ran and was scored;
+        ``n_earlier`` runs came before it on this prompt."""
         from aco_bert.types import Escalation
 
-        accept = bool(score >= self.accept) or tier_run >= ctx.shape[1] - 1
+        bar = self.accept if self.accept_first is None or n_earlier else self.accept_first
+        accept = bool(score >= bar) or tier_run >= ctx.shape[1] - 1
         nxt = None if accept else int(self.escalate.decide(with_min_tier(ctx, np.array([tier_run + 1])))[0])
-        reasons = [f"verifier P(success)={score:.3f} {'>=' if score >= self.accept else '<'} accept {self.accept:.3f}"]
+        what = "accept" if bar == self.accept else "accept (first run)"
+        reasons = [f"verifier P(success)={score:.3f} {'>=' if score >= bar else '<'} {what} {bar:.3f}"]
         return Escalation(accept=accept, p_success=float(score), tier_run=tier_run + 1,
                           next_tier=None if nxt is None else nxt + 1,
                           next_model=None if nxt is None or tier_names is None else tier_names[nxt], reasons=reasons)

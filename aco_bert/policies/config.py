@@ -20,10 +20,23 @@ COST_HEADS_INPUTS = ("usd", "log1p")
 @dataclass
 class CascadeConfig:
     accept: float = 0.5  # accept the tier that ran when the verifier's P(success) >= accept
+    accept_first: float | None = None  # the bar for a run with no earlier run (no agreement); None: accept
     max_runs: int | None = None  # tiers run at most per prompt (None: every tier)
+    chain: list[str] | None = None  # escalation ladder (model names, cheapest first); None: the default policy
+    first: str = "router"  # what runs first: "router" (the default policy) or "chain" (the ladder's bottom tier)
 
     def __post_init__(self) -> None:
         _number("cascade.accept", self.accept)
+        _number("cascade.accept_first", self.accept_first)
+        if self.accept_first is not None and not 0.0 <= float(self.accept_first) <= 1.0:
+            raise ValueError(f"cascade.accept_first {self.accept_first} not in [0, 1]")
+        if self.first not in ("router", "chain"):
+            raise ValueError(f"cascade.first must be 'router' or 'chain', got {self.first!r}")
+        if self.chain is not None and (not isinstance(self.chain, list) or not self.chain
+                                       or not all(isinstance(c, str) for c in self.chain)):
+            raise ValueError(f"cascade.chain must be a non-empty list of model names, got {self.chain!r}")
+        if self.first == "chain" and self.chain is None:
+            raise ValueError("cascade.first 'chain' needs cascade.chain")
         if self.max_runs is not None and (isinstance(self.max_runs, bool)
                                           or not isinstance(self.max_runs, numbers.Integral)):
             raise ValueError(f"cascade.max_runs must be an integer, got {self.max_runs!r}")

@@ -14,8 +14,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from aco_bert.spec import RouterSpec
-from aco_bert.types import RoutingInputError
+from aco_bert.types import RoutingInputError, RunOutput
 
+MAX_RESPONSE_CHARS = 200_000  # a verifier reads at most this much of one response (longer: refused, not cut)
+MAX_LOGPROBS = 100_000
 TRACE_ALIASES = (("api_calls", ("api_calls",)), ("cost", ("cost", "cost_usd")))  # signal -> accepted trace keys
 
 
@@ -147,4 +149,42 @@ def validate_trace(trace: dict[str, Any] | None) -> dict[str, float]:
         if k not in known and v is not None:
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
                 raise RoutingInputError(f"trace[{k!r}] must be a number, got {v!r}")
+    return out
+
+
+def validate_response(response: Any, responses: Any, logprobs: Any, n_tiers: int, tier0: int) -> RunOutput:
+    """The run's response, the other tiers' responses ({1-based tier: text}; in a cascade the tiers that ran
+    before) and logprobs -> a RunOutput with 0-based tiers; refuses non-strings, non-integer or out-of-range
+    tiers, the tier that ran itself, and non-finite or positive logprobs."""
+    def text(v: Any, what: str) -> str:
+        if not isinstance(v, str):
+            raise RoutingInputError(f"{what} must be a string, got {type(v).__name__}")
+        if len(v) > MAX_RESPONSE_CHARS:
+            raise RoutingInputError(f"{what} is {len(v)} characters; the limit is {MAX_RESPONSE_CHARS}")
+        return v
+
+    out = RunOutput(None if response is None else text(response, "response"))
+    if responses is not None:
+        if not isinstance(responses, dict):
+            raise RoutingInputError("responses must map tier (1-based) -> response text")
+        for k, v in responses.items():
+            integral = isinstance(k, (int, np.integer)) and not isinstance(k, bool)
+            if not (integral or (isinstance(k, str) and k.strip().isdigit())):
+                raise RoutingInputError(f"responses key {k!r} is not a tier number")
+            t = int(k)
+            if not 1 <= t <= n_tiers:
+                raise RoutingInputError(f"responses tier {k!r} is outside 1..{n_tiers}")
+            if t - 1 == tier0:
+                raise RoutingInputError(f"responses holds tier {t}, the tier that ran: pass its text as response")
+            out.earlier[t - 1] = text(v, f"responses[{t}]")
+    if logprobs is not None:
+        if isinstance(logprobs, (str, bytes)) or not isinstance(logprobs, Sequence) or len(logprobs) > MAX_LOGPROBS:
+            raise RoutingInputError(f"logprobs must be a list of at most {MAX_LOGPROBS} numbers")
+        vals = []
+        for v in logprobs:
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v) \
+                    or v > 0:
+                raise RoutingInputError(f"logprobs must be finite numbers <= 0, got {v!r}")
+            vals.append(float(v))
+        out.logprobs = vals
     return out

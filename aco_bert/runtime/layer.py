@@ -20,7 +20,7 @@ from aco_bert.decision.calibration import sigmoid
 from aco_bert.policies import Cascade, RoutingConfig, build_context, from_config, named_policy
 from aco_bert.runtime.inputs import Encoded, featurizable
 from aco_bert.spec import RouterSpec
-from aco_bert.types import BundleError, Decision, Escalation, RoutingInputError
+from aco_bert.types import BundleError, Decision, Escalation, RoutingInputError, RunOutput
 
 
 class DecisionLayer:
@@ -70,7 +70,7 @@ class DecisionLayer:
         try:
             self.policy = named_policy(routing)
             self.routing_policy = from_config(routing)
-            self.cascade = Cascade.from_config(routing, t)
+            self.cascade = Cascade.from_config(routing, t, spec.models)
         except (TypeError, ValueError) as e:
             raise BundleError(f"{bundle_dir / B.ROUTER_YAML}: routing: {e}") from e
 
@@ -245,12 +245,14 @@ class DecisionLayer:
 
     def escalation(self, prompt: str, outputs: dict[str, np.ndarray], tier0: int, trace: dict[str, float],
                    step_type: str | None, domains: Any, min_tier: int | None,
-                   metadata: dict[str, list[str | None]] | None = None) -> Escalation:
-        """Accept ``tier0``'s run or escalate: :meth:`Verifier.predict_runs` on the run's ``trace`` (else the
-        prior P(success) of that tier), then :meth:`Cascade.step`."""
+                   metadata: dict[str, list[str | None]] | None = None, run: RunOutput | None = None) -> Escalation:
+        """Accept ``tier0``'s run or escalate: :meth:`Verifier.predict_runs` on the run's ``trace`` and, for a
+        verifier trained on responses, the response's own features and its agreement with ``run.earlier``
+        (else the prior P(success) of that tier), then :meth:`Cascade.step`."""
         from aco_bert.decision.verifier import TRACE_SIGNALS
         from aco_bert.signals.handcrafted import featurize
 
+        run = run or RunOutput()
         feats = featurize([prompt], [step_type if featurizable(step_type) else None])
         probs, costs = self.probs_costs(outputs, feats, [prompt], metadata)
         ctx, fl = self.context([prompt], probs, costs, [step_type], [domains], [None], [min_tier], features=feats)
@@ -258,17 +260,48 @@ class DecisionLayer:
         reasons: list[str] = []
         v = self.verifier
         if v is not None:
+            own = hist = None
+            if v.responses:
+                own, hist = self.response_blocks(v, tier0, run)
+                if run.response is None:
+                    reasons.append("no response given: the verifier judges the run by its trace and prior only")
+                elif run.earlier:
+                    reasons.append(f"answer agreement with {len(run.earlier)} earlier run(s): {hist[0, 1]:.2f} max")
+            elif run.response is not None:
+                reasons.append("this bundle's verifier was trained without responses: the response text is not read")
             try:
                 score = float(v.predict_runs(np.array([tier0]), {k: np.array([trace[k]]) for k in TRACE_SIGNALS},
-                                             feats, np.array([prior]))[0])
+                                             feats, np.array([prior]), own, hist)[0])
             except ValueError as e:
                 raise BundleError(f"{self.bundle_dir}: {e}") from e
         else:
             score = prior
             reasons.append("no verifier in bundle: using the router's prior P(success) of the tier that ran")
         casc = self.cascade
-        esc = casc.step(ctx, tier0, score, tier_names=self.spec.models)
+        esc = casc.step(ctx, tier0, score, tier_names=self.spec.models, n_earlier=len(run.earlier))
         esc.reasons = reasons + list(fl.reasons[0]) + list(esc.reasons)
-        if tier0 >= self.spec.n_tiers - 1 and not score >= casc.accept:
+        bar = casc.accept if casc.accept_first is None or run.earlier else casc.accept_first
+        if tier0 >= self.spec.n_tiers - 1 and not score >= bar:
             esc.reasons.append("top tier ran: nothing to escalate to")
         return esc
+
+    def cascade_start(self, tier: int, min_tier: int = 1) -> int:
+        """The 1-based tier a cascade starts at for a prompt routed to ``tier``: that tier, or with
+        ``cascade.first: chain`` the ladder's bottom tier at or above the prompt's floor ``min_tier``."""
+        c = self.routing.cascade
+        if c.chain is None or c.first != "chain":
+            return int(tier)
+        ladder = sorted(self.spec.models.index(m) for m in c.chain)
+        ok = [t for t in ladder if t >= int(min_tier) - 1]
+        return (ok[0] if ok else self.spec.n_tiers - 1) + 1
+
+    @staticmethod
+    def response_blocks(v: Any, tier0: int, run: RunOutput) -> tuple[np.ndarray, np.ndarray]:
+        """The verifier's response blocks (own features, agreement) of one run: the features training used."""
+        from aco_bert.verify.features import own_features
+
+        reader, st = v.reader, v.strength
+        ans = reader.answer(run.response)
+        own = own_features(run.response, ans, run.logprobs)[None, :]
+        hist = reader.history(ans, [(reader.answer(txt), float(st[t])) for t, txt in sorted(run.earlier.items())])
+        return own, hist[None, :]

@@ -29,7 +29,7 @@ import numpy as np
 
 from aco_bert.artifacts import bundle as B
 from aco_bert.policies import RoutingConfig
-from aco_bert.runtime.inputs import Encoded, validate_requests, validate_tier, validate_trace
+from aco_bert.runtime.inputs import Encoded, validate_requests, validate_response, validate_tier, validate_trace
 from aco_bert.runtime.layer import DecisionLayer
 from aco_bert.spec import RouterSpec
 from aco_bert.types import BundleError, Decision, Escalation, RoutingInputError
@@ -224,19 +224,24 @@ class Router:
         return self.layer.decisions(list(prompts), outputs, enc, steps, doms, buds, mins, self.max_length, meta)
 
     def escalate(self, prompt: str, tier_run: int, trace: dict[str, Any] | None = None,
-                 step_type: str | None = None, metadata: dict[str, Any] | None = None) -> Escalation:
+                 step_type: str | None = None, metadata: dict[str, Any] | None = None, *,
+                 response: str | None = None, responses: dict[int, str] | None = None,
+                 logprobs: Sequence[float] | None = None) -> Escalation:
         """After ``tier_run`` (1-based) ran on ``prompt``: accept its answer, or escalate to a higher tier.
 
-        ``trace`` holds the run's signals (``api_calls``, ``cost`` or ``cost_usd``, ``latency_s``, ...). The
-        bundle's verifier gives P(that run succeeded | prompt features, trace, the router's prior); without a
-        verifier the prior P(success) of that tier is used (and the reasons say so).
+        ``trace`` holds the run's signals (``api_calls``, ``cost`` or ``cost_usd``, ``latency_s``, ...);
+        ``response`` is what that tier answered, ``responses`` the answers of tiers that ran before it ({1-based
+        tier: text}, for answer agreement), ``logprobs`` the response's token logprobs (optional). The bundle's
+        verifier gives P(that run succeeded | prompt features, trace, response, agreement, the router's prior);
+        without a verifier the prior P(success) of that tier is used (and the reasons say so).
         """
         steps, doms, _, mins = validate_requests(self.spec, [prompt], [step_type], None, None, None)
         tier0 = validate_tier(tier_run, self.spec.n_tiers)
         sig = validate_trace(trace)
+        run = validate_response(response, responses, logprobs, self.spec.n_tiers, tier0)
         meta = self.layer.metadata_columns(None if metadata is None else [metadata], 1)
         _, outputs = self.infer([prompt])
-        return self.layer.escalation(prompt, outputs, tier0, sig, steps[0], doms[0], mins[0], meta)
+        return self.layer.escalation(prompt, outputs, tier0, sig, steps[0], doms[0], mins[0], meta, run=run)
 
     def __repr__(self) -> str:
         return (f"Router({str(self.bundle_dir)!r}, spec={self.spec.name!r}, mode={self.mode!r}, "

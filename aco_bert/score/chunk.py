@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from aco_bert.data.schema import STEP_TYPES
+from aco_bert.score.cascade import cascade_columns
 from aco_bert.score.rows import (ChunkResult, Columns, finite, is_missing, out_id_name, output_schema, row_budget,
                                  row_domain, row_step_type, row_text)
 from aco_bert.score.sources import Chunk
@@ -91,12 +92,17 @@ def score_chunk(router: Any, chunk: Chunk, cols: Columns, batch_size: int = 32) 
     data["truncated"] = [bool(dec[i].truncated) if i in dec else None for i in range(n)]
     data["reasons"] = [list(dec[i].reasons) if i in dec else None for i in range(n)]
     data["error"] = [err.get(i) for i in range(n)]
+    casc_err: dict[int, str] = {}
+    if cols.cascade:
+        casc, casc_err = cascade_columns(router, c, cols, dec, texts, steps, n)
+        data.update(casc)
     for i in dec:
         if len(dec[i].probs) != T:
             raise RuntimeError(f"router returned {len(dec[i].probs)} probabilities for {T} tiers")
-    table = pa.Table.from_pydict(data, schema=output_schema(models, cols.id))
+    table = pa.Table.from_pydict(data, schema=output_schema(models, cols.id, cascade=cols.cascade))
     errors = sorted((chunk.start + i, r) for i, r in err.items())
-    return ChunkResult(chunk.index, chunk.start, n, table, errors, len(errors))
+    return ChunkResult(chunk.index, chunk.start, n, table, errors, len(errors),
+                       sorted((chunk.start + i, r) for i, r in casc_err.items()))
 
 
 def score_texts(router: Any, prompts: Sequence[Any], *, step_types: Sequence[Any] | None = None,

@@ -6,7 +6,7 @@ the fields marked (resume) make up the identity that decides whether an earlier 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ class ScoreConfig:
     threads: int | None = None  # ONNX Runtime intra-op threads per process (default: cores / workers)
     on_error: str = "mark"  # mark: bad rows get an `error` and no decision | stop: stop at the first bad row
     evaluate: bool = False  # (resume) input is a canonical outcome table: score each prompt once, replay it
+    cascade: bool = False  # (resume) replay the bundle's response-aware cascade on each tier's recorded answer
+    response_columns: str | None = None  # (resume) --cascade answers: "{model}|response"-like template or a dict column
     format: str | None = None  # (resume) parquet | jsonl; default from the output suffix
     int8: bool | None = None  # (resume) true/false force the int8/fp32 model; None: int8 when the bundle has it
     fresh: bool = False  # discard earlier progress for this output
@@ -67,6 +69,15 @@ class ScoreConfig:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.input_format is not None and self.input_format not in INPUT_FORMATS:
             raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {self.input_format!r}")
+        if self.response_columns is not None:
+            if not self.cascade:
+                raise ValueError("response_columns is only read with cascade (--cascade true)")
+            if self.evaluate:
+                raise ValueError("with evaluate the answers are the outcome table's `response` column: drop "
+                                 "response_columns")
+            from aco_bert.score.cascade import check_response_columns
+
+            check_response_columns(self.response_columns)
         fmt = self.format or output_format(self.output)
         if fmt not in FORMATS:
             raise ValueError(f"output format must be one of {FORMATS}, got {fmt!r}")
@@ -91,6 +102,8 @@ class ScoreSummary:
     chunks_resumed: int
     seconds: float
     blank_lines: int = 0
+    n_cascade_errors: int = 0  # --cascade: routed rows whose replay stopped on a missing answer (`cascade_error`)
+    cascade_errors: list[tuple[int, str]] = field(default_factory=list)  # first MAX_REPORTED_ERRORS
     evaluation: Any = None  # EvalReport when --evaluate
     plot: str | None = None
     report_json: str | None = None
@@ -109,4 +122,8 @@ class ScoreSummary:
             lines.append(f"bad row {row}: {reason}")
         if self.n_errors > len(self.errors):
             lines.append(f"... and {self.n_errors - len(self.errors)} more bad rows (see the `error` column)")
+        if self.n_cascade_errors:
+            lines.append(f"cascade: {self.n_cascade_errors} routed row(s) stopped short (no answer kept; see the "
+                         "`cascade_error` column)")
+            lines += [f"cascade row {row}: {reason}" for row, reason in self.cascade_errors]
         return "\n".join(lines)

@@ -82,6 +82,9 @@ class Progress:
     def mark(self, res: ChunkResult, file: str) -> None:
         self.done[res.index] = {"file": file, "start": res.start, "rows": res.n, "n_errors": res.n_errors,
                                 "errors": [list(e) for e in res.errors[:MAX_REPORTED_ERRORS]]}
+        if res.cascade_errors:  # --cascade: routed rows whose replay stopped on a missing answer
+            self.done[res.index].update(n_cascade_errors=len(res.cascade_errors),
+                                        cascade_errors=[list(e) for e in res.cascade_errors[:MAX_REPORTED_ERRORS]])
         self._save()
 
     def _save(self) -> None:

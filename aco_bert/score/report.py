@@ -41,11 +41,35 @@ def evaluation_input(cfg: ScoreConfig, models: list[str]) -> tuple[Any, TableSou
     its step type and domains), fingerprinted by the input file so a changed table starts afresh."""
     table = read_outcome_table(cfg)
     matrix = table.matrix(models_in_table(table, models, cfg.input))
-    src = memory_source({"prompt_id": matrix.prompt_ids, "prompt": matrix.prompts,
-                         "step_type": meta_col(matrix, "step_type"), "domain": meta_domains(matrix)},
-                        fingerprint=open_table(cfg.input, split=cfg.split, hf_config=cfg.hf_config,
-                                               format=cfg.input_format).fingerprint + ":evaluate")
-    return matrix, src, Columns("prompt", cfg.messages_column, "step_type", "prompt_id", "domain", None)
+    data = {"prompt_id": matrix.prompt_ids, "prompt": matrix.prompts, "step_type": meta_col(matrix, "step_type"),
+            "domain": meta_domains(matrix)}
+    cols = Columns("prompt", cfg.messages_column, "step_type", "prompt_id", "domain", None)
+    if cfg.cascade:
+        cols.responses, cols.traces = run_columns(matrix, data, cfg.input)
+    src = memory_source(data, fingerprint=open_table(cfg.input, split=cfg.split, hf_config=cfg.hf_config,
+                                                     format=cfg.input_format).fingerprint + ":evaluate")
+    return matrix, src, cols
+
+
+def run_columns(matrix, data: dict[str, list[Any]], where: str) -> tuple[list[str], list[str]]:
+    """``--cascade --evaluate``: add each tier's recorded answer (``response:<tier>``) and run trace
+    (``trace:<tier>``: api_calls, cost_usd -- what the verifier reads of a run) to ``data``; their column names."""
+    import math
+
+    from aco_bert.score.sources import InputError
+
+    if matrix.responses is None:
+        raise InputError(f"{where}: --cascade needs the models' answers: the outcome table has no `response` column")
+    resp, trace = [], []
+    for t in range(len(matrix.models)):
+        resp.append(f"response:{t + 1}")
+        trace.append(f"trace:{t + 1}")
+        data[resp[-1]] = list(matrix.responses[:, t])
+        sig = {"cost_usd": matrix.cost[:, t], **{k: matrix.traces[k][:, t] for k in ("api_calls",)
+                                                 if k in matrix.traces}}
+        data[trace[-1]] = [{k: float(v[i]) for k, v in sig.items() if math.isfinite(float(v[i]))}
+                           for i in range(matrix.n_prompts)]
+    return resp, trace
 
 
 def models_in_table(table, models: list[str], where: str) -> list[str]:
@@ -103,7 +127,40 @@ def evaluate_scored(scored, matrix, models: Sequence[str], *, frontier: str | No
                                sweeps=[threshold_sweep("router-threshold"), utility_sweep("router-utility")],
                                min_tier=min_tier, frontier=frontier, dataset=dataset)
     report.notes = notes + report.notes
+    if "cascade_tiers" in d.columns:
+        add_cascade_row(report, sub, d, list(models), f"router ({policy}) + cascade")
     return report
+
+
+def add_cascade_row(report, matrix, scored, models: list[str], name: str) -> None:
+    """The replayed cascade next to the ex-ante decision: realised success of the answer it kept, cost of every
+    tier that ran (``scored`` aligned with ``matrix``'s prompts). Rows that stopped short are left out, noted."""
+    import numpy as np
+
+    from aco_bert.evaluation.replay import PolicyResult
+
+    ok = scored["cascade_error"].isna().to_numpy() & scored["cascade_tier"].notna().to_numpy()
+    cols = [matrix.models.index(m) for m in models]
+    success = np.full(matrix.n_prompts, np.nan)
+    cost = np.full(matrix.n_prompts, np.nan)
+    runs = []
+    for i, (tiers, final) in enumerate(zip(scored["cascade_tiers"], scored["cascade_tier"])):
+        if not ok[i]:
+            continue
+        tiers = [int(t) for t in tiers]
+        runs.append(len(tiers))
+        success[i] = matrix.success[i, cols[int(final) - 1]]
+        cost[i] = float(sum(matrix.cost[i, cols[t - 1]] for t in tiers))  # NaN when one run's cost is unknown
+    keep = np.flatnonzero(ok)
+    frontier = next((p for p in report.policies if p.name == "always-frontier"), None)
+    row = PolicyResult.from_outcomes(name, success[keep], cost[keep],
+                                     chosen={"mean_runs": float(np.mean(runs)) if runs else 0.0}, kind="learned",
+                                     frontier_cost=None if frontier is None else frontier.cost_per_task)
+    at = next((k + 1 for k, p in enumerate(report.policies) if p.name.startswith("router (")), len(report.policies))
+    report.policies.insert(at, row)
+    if len(keep) < matrix.n_prompts:
+        report.notes.append(f"{name}: {matrix.n_prompts - len(keep)} prompt(s) stopped short of an answer (a tier "
+                            "the cascade wanted has no response; see `cascade_error`) and are left out of its row")
 
 
 def evaluate_into(summary: ScoreSummary, cfg: ScoreConfig, matrix, router) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from aco_bert.data.messages import messages_to_text
@@ -18,6 +18,10 @@ from aco_bert.score.sources import InputError, TableSource
 ID_CANDIDATES = ("prompt_id", "id")
 FIXED_COLUMNS = ("row", "step_type", "tier", "model", "p_success", "exp_cost", "min_tier", "policy", "n_tokens",
                  "truncated", "reasons", "error")
+# --cascade: the tiers whose answers were judged, the tier whose answer was kept (null: stopped on `cascade_error`),
+# its model, the verifier's P(correct) of that answer, the number of runs, why the replay stopped short.
+CASCADE_COLUMNS = ("cascade_tiers", "cascade_tier", "cascade_model", "cascade_p_correct", "cascade_runs",
+                   "cascade_error")
 
 
 def is_missing(v: Any) -> bool:
@@ -82,14 +86,22 @@ class Columns:
     id: str | None
     domain: str | None
     budget: str | None
+    responses: list[str] | None = None  # --cascade, wide: one answer column per tier
+    responses_long: str | None = None  # --cascade, long: one column of {model or tier: answer}
+    traces: list[str] | None = None  # --cascade --evaluate: one column per tier of that run's trace mapping
+
+    @property
+    def cascade(self) -> bool:
+        return self.responses is not None or self.responses_long is not None
 
     def wanted(self) -> list[str]:
-        return [c for c in (self.text, self.messages, self.step_type, self.id, self.domain, self.budget) if c]
+        extra = [*(self.responses or []), self.responses_long, *(self.traces or [])]
+        return [c for c in (self.text, self.messages, self.step_type, self.id, self.domain, self.budget, *extra) if c]
 
 
-def resolve_columns(cfg: ScoreConfig, src: TableSource) -> Columns:
+def resolve_columns(cfg: ScoreConfig, src: TableSource, models: Sequence[str] = ()) -> Columns:
     """The run's columns, checked against what the input declares (a named column that is absent is an error
-    for the whole input, not for every row)."""
+    for the whole input, not for every row); with ``--cascade`` also where each tier of ``models`` answered."""
     has_text, has_msgs = src.has_column(cfg.text_column), src.has_column(cfg.messages_column)
     if has_text is False and has_msgs is False:
         raise InputError(f"{src.location}: no text column {cfg.text_column!r} and no messages column "
@@ -103,7 +115,13 @@ def resolve_columns(cfg: ScoreConfig, src: TableSource) -> Columns:
     if id_col is None and known is not None:
         id_col = next((c for c in ID_CANDIDATES if c in known), None)
     step = cfg.step_type_column if src.has_column(cfg.step_type_column) is not False else None
-    return Columns(cfg.text_column, cfg.messages_column, step, id_col, cfg.domain_column, cfg.budget_column)
+    cols = Columns(cfg.text_column, cfg.messages_column, step, id_col, cfg.domain_column, cfg.budget_column)
+    if cfg.cascade:
+        from aco_bert.score.cascade import resolve_responses
+
+        wide, long = resolve_responses(cfg.response_columns, models, known, src.location)
+        cols.responses, cols.responses_long = wide, long
+    return cols
 
 
 def first_record_check(src: TableSource, cols: Columns) -> None:
@@ -122,11 +140,12 @@ def out_id_name(id_column: str | None) -> str | None:
     """The id's output column name (prefixed when it would clash with a fixed column)."""
     if id_column is None:
         return None
-    return f"input_{id_column}" if id_column in FIXED_COLUMNS else id_column
+    return f"input_{id_column}" if id_column in FIXED_COLUMNS + CASCADE_COLUMNS else id_column
 
 
-def output_schema(models: Sequence[str], id_column: str | None = None):
-    """The fixed output schema: row, [id], step_type, decision, per-tier ``p:<model>`` / ``cost:<model>``, error.
+def output_schema(models: Sequence[str], id_column: str | None = None, cascade: bool = False):
+    """The fixed output schema: row, [id], step_type, decision, per-tier ``p:<model>`` / ``cost:<model>``, error,
+    then with ``cascade`` the :data:`CASCADE_COLUMNS`.
 
     Fixed (not inferred per chunk) so every part file and the assembled output agree even when a chunk is all
     errors."""
@@ -142,6 +161,10 @@ def output_schema(models: Sequence[str], id_column: str | None = None):
     fields += [pa.field("min_tier", pa.int32()), pa.field("policy", pa.string()), pa.field("n_tokens", pa.int32()),
                pa.field("truncated", pa.bool_()), pa.field("reasons", pa.list_(pa.string())),
                pa.field("error", pa.string())]
+    if cascade:
+        fields += [pa.field("cascade_tiers", pa.list_(pa.int32())), pa.field("cascade_tier", pa.int32()),
+                   pa.field("cascade_model", pa.string()), pa.field("cascade_p_correct", pa.float64()),
+                   pa.field("cascade_runs", pa.int32()), pa.field("cascade_error", pa.string())]
     return pa.schema(fields, metadata={"aco_bert.tiers": json.dumps(list(models))})
 
 
@@ -161,3 +184,4 @@ class ChunkResult:
     table: Any  # pyarrow.Table in output_schema
     errors: list[tuple[int, str]]  # (input row, reason) for every bad row of the chunk
     n_errors: int = 0
+    cascade_errors: list[tuple[int, str]] = field(default_factory=list)  # routed rows whose replay stopped short

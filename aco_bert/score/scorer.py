@@ -21,6 +21,9 @@ Why it is built the way it is:
 * ``--evaluate``: the input is a canonical outcome table (:mod:`aco_bert.data.schema`); each unique prompt is
   scored once (output: one row per prompt) and the routed decisions are replayed against the real outcomes next
   to always-frontier, the zero router and the oracle (:mod:`aco_bert.evaluation.replay`), with the cost-quality plot.
+* ``--cascade true``: after routing, each row replays the bundle's response-aware cascade on the answers the input
+  records for each tier (:mod:`aco_bert.score.cascade`): ``cascade_*`` columns; with ``--evaluate`` the report
+  adds the cascade's realised success and cost (every tier that ran is billed).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from aco_bert.config import run_verb
+from aco_bert.score.cascade import cascade_rule
 from aco_bert.score.chunk import score_chunk, score_texts
 from aco_bert.score.config import MAX_REPORTED_ERRORS, ScoreConfig, ScoreError, ScoreSummary
 from aco_bert.score.parts import Progress, assemble, bundle_id, write_part
@@ -73,22 +77,24 @@ def score_dataset(cfg: ScoreConfig, *, router: Any = None, loader: Callable[...,
         matrix, src, cols = evaluation_input(cfg, models)
     else:
         src = open_table(cfg.input, split=cfg.split, hf_config=cfg.hf_config, format=cfg.input_format)
-        cols = resolve_columns(cfg, src)
+        cols = resolve_columns(cfg, src, models)
         first_record_check(src, cols)
     output = Path(cfg.output)
     parts = output.with_name(output.name + ".parts")
     identity = {"input": src.fingerprint, "bundle": bundle_id(router, cfg.bundle), "models": models,
                 "columns": dataclasses.asdict(cols), "chunk_size": cfg.chunk_size, "batch_size": cfg.batch_size,
                 "format": cfg.format, "int8": cfg.int8, "evaluate": cfg.evaluate, "split": src.split}
+    if cfg.cascade:  # the loaded rule too: a test or a caller may change it without re-exporting the bundle
+        identity["cascade"] = cascade_rule(router)
     prog = Progress(parts, identity, cfg.fresh, log)
-    schema = output_schema(models, cols.id)
+    schema = output_schema(models, cols.id, cascade=cfg.cascade)
     resumed = set(prog.done)
     bar = _bar(cfg, src)
     n_rows, n_chunks = 0, 0
 
     def save(res: ChunkResult) -> None:
-        if cfg.on_error == "stop" and res.errors:
-            row, reason = res.errors[0]
+        if cfg.on_error == "stop" and (res.errors or res.cascade_errors):
+            row, reason = min(res.errors + [(r, f"cascade: {why}") for r, why in res.cascade_errors])
             raise ScoreError(f"stopped at bad row {row}: {reason} ({len(prog.done)} chunk(s) saved in {parts})",
                              row=row)
         name = prog.part_name(res.index, cfg.format)  # type: ignore[arg-type]
@@ -108,8 +114,9 @@ def score_dataset(cfg: ScoreConfig, *, router: Any = None, loader: Callable[...,
                 if saved["rows"] != ch.n or saved["start"] != ch.start:
                     raise InputError(f"chunk {ch.index} of {src.location} changed size since the saved run; "
                                      "rerun with --fresh")
-                if cfg.on_error == "stop" and saved["errors"]:  # saved by an earlier --on-error mark run
-                    row, reason = saved["errors"][0]
+                bad = saved["errors"] + [[r, f"cascade: {why}"] for r, why in saved.get("cascade_errors", [])]
+                if cfg.on_error == "stop" and bad:  # saved by an earlier --on-error mark run
+                    row, reason = min(bad)
                     raise ScoreError(f"stopped at bad row {row}: {reason}", row=row)
                 bar.update(ch.n)
                 continue
@@ -135,7 +142,10 @@ def score_dataset(cfg: ScoreConfig, *, router: Any = None, loader: Callable[...,
         shutil.rmtree(parts, ignore_errors=True)
     summary = ScoreSummary(str(output), cfg.format, n_rows, n_err, errs, n_chunks,  # type: ignore[arg-type]
                            len(resumed & set(range(n_chunks))), time.perf_counter() - t0,
-                           blank_lines=src.blank_lines)
+                           blank_lines=src.blank_lines,
+                           n_cascade_errors=sum(prog.done[k].get("n_cascade_errors", 0) for k in range(n_chunks)),
+                           cascade_errors=[tuple(e) for k in range(n_chunks)
+                                           for e in prog.done[k].get("cascade_errors", [])][:MAX_REPORTED_ERRORS])
     if cfg.evaluate:
         evaluate_into(summary, cfg, matrix, router)
     return summary

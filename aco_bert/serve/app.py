@@ -8,7 +8,6 @@ runs (body too large, invalid UTF-8, invalid JSON), so clients parse one error s
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
@@ -20,18 +19,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aco_bert.types import Decision, RoutingInputError
 from aco_bert.serve import schemas as S
+from aco_bert.serve.cascade_proxy import CASCADE_MODEL, cascade_completion, check_cascade_request
 from aco_bert.serve.config import ServeConfig
 from aco_bert.serve.engine import RouteArgs, RouteEngine, RouteTimeout
 from aco_bert.serve.metrics import ServeMetrics
+from aco_bert.serve.middleware import BodyGuard, MetricsMiddleware, endpoint_label
 from aco_bert.serve.proxy import ProxyError, Upstream, forward, make_client, resolve_upstreams
 
 ROUTER_MODEL = "aco-router"
-PATHS = ("/v1/route", "/v1/route/batch", "/v1/escalate", "/healthz", "/readyz", "/v1/router", "/metrics",
-         "/v1/chat/completions", "/v1/models", "/openapi.json", "/docs")
 _ERRORS = {400: {"model": S.ErrorResponse}, 413: {"model": S.ErrorResponse}, 422: {"model": S.ErrorResponse},
            503: {"model": S.ErrorResponse}, 504: {"model": S.ErrorResponse}}
 
@@ -40,11 +38,6 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
-
-
-def endpoint_label(path: str) -> str:
-    """Metric label for a path: known endpoints by name, everything else lumped (bounded label cardinality)."""
-    return path if path in PATHS else "other"
 
 
 def error_json(status: int, code: str, message: str, metrics: ServeMetrics | None, path: str,
@@ -58,105 +51,6 @@ def error_json(status: int, code: str, message: str, metrics: ServeMetrics | Non
     if metrics is not None:
         metrics.errors.inc(endpoint=endpoint_label(path), code=code)
     return JSONResponse({"error": err}, status_code=status, headers=headers)
-
-
-async def _send_error(send: Send, status: int, code: str, message: str) -> None:
-    import json
-
-    body = json.dumps({"error": {"code": code, "message": message, "type": "invalid_request_error"}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
-
-
-class BodyGuard:
-    """Pure ASGI: refuse bodies over ``max_bytes`` (413, counted as they stream, chunked or not), bodies that are
-    not UTF-8 (400) and bodies that stall (408), before any JSON parsing; then replay the buffered body."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int, metrics: ServeMetrics, timeout_s: float = 30.0) -> None:
-        self.app, self.max_bytes, self.metrics, self.timeout_s = app, max_bytes, metrics, timeout_s
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
-        path = endpoint_label(scope.get("path", ""))
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None:
-            try:
-                n = int(declared)
-            except ValueError:
-                self.metrics.errors.inc(endpoint=path, code="bad_content_length")
-                return await _send_error(send, 400, "bad_content_length", "Content-Length is not an integer")
-            if n > self.max_bytes:
-                self.metrics.errors.inc(endpoint=path, code="body_too_large")
-                return await _send_error(send, 413, "body_too_large",
-                                         f"request body of {n} bytes exceeds the limit of {self.max_bytes} bytes")
-        chunks, total = [], 0
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                msg = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                self.metrics.errors.inc(endpoint=path, code="body_timeout")
-                return await _send_error(send, 408, "body_timeout",
-                                         f"request body not received within {self.timeout_s:g} s")
-            if msg["type"] == "http.disconnect":
-                return
-            body = msg.get("body", b"")
-            total += len(body)
-            if total > self.max_bytes:
-                self.metrics.errors.inc(endpoint=path, code="body_too_large")
-                return await _send_error(send, 413, "body_too_large",
-                                         f"request body exceeds the limit of {self.max_bytes} bytes")
-            chunks.append(body)
-            if not msg.get("more_body", False):
-                break
-        data = b"".join(chunks)
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            self.metrics.errors.inc(endpoint=path, code="invalid_utf8")
-            return await _send_error(send, 400, "invalid_utf8",
-                                     f"request body is not valid UTF-8 (byte {e.start}: {e.reason})")
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": data, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-class MetricsMiddleware:
-    """Pure ASGI: count every request by endpoint/method/status and time it until its last body byte."""
-
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        label = endpoint_label(scope.get("path", ""))
-        status = {"code": 500}
-        t0 = time.perf_counter()
-        self.metrics.inflight.inc()
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            self.metrics.inflight.dec()
-            self.metrics.requests.inc(endpoint=label, method=scope.get("method", ""), status=str(status["code"]))
-            self.metrics.latency.observe(time.perf_counter() - t0, endpoint=label)
 
 
 def cut_chars(text: str, max_chars: int) -> tuple[str, str | None]:
@@ -173,6 +67,12 @@ def router_policy(router: Any) -> str | None:
     pol = getattr(getattr(router, "layer", None), "policy", None)
     name = getattr(pol, "name", None)
     return name if isinstance(name, str) else None
+
+
+def served_models(router: Any) -> list[str]:
+    """The proxy's pseudo-models: ``aco-router``, ``router-<policy>`` (route once) and ``aco-cascade``."""
+    policy = router_policy(router)
+    return [ROUTER_MODEL] + ([f"router-{policy}"] if policy else []) + [CASCADE_MODEL]
 
 
 class _State:
@@ -371,7 +271,7 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
         return {"spec": {"name": spec.name, "floors": dict(spec.floors), "step_type_min": dict(spec.step_type_min),
                          "frontier": spec.frontier, "dataset": spec.dataset},
                 "tiers": tiers, "policy": router_policy(router), "max_length": getattr(router, "max_length", None),
-                "models": [ROUTER_MODEL] + ([f"router-{router_policy(router)}"] if router_policy(router) else []),
+                "models": served_models(router),
                 "manifest": manifest, "metrics": metrics.summary(),
                 "service": {"uptime_s": round(time.time() - st.started, 3), "verified": st.verified,
                             "bundle": st.bundle, "microbatch": config.microbatch, "max_batch": config.max_batch,
@@ -408,15 +308,17 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
 
     @app.post("/v1/escalate", response_model=S.EscalateResponse, responses=_ERRORS, tags=["routing"])
     async def escalate(req: S.EscalateRequest):
-        """After running ``tier_run``: keep its answer, or escalate to the next tier (given the run's trace)."""
+        """After running ``tier_run``: keep its answer, or escalate to the next tier. The verdict reads the run's
+        trace and, when given, its ``response`` (with ``responses`` of earlier tiers and ``logprobs``)."""
         router, engine = st.need()
         check_messages(req.messages)
-        if req.tier_run > router.spec.n_tiers:
-            raise ApiError(422, "invalid_input", f"tier_run {req.tier_run} is not a tier in 1..{router.spec.n_tiers}",
-                           param="tier_run")
+        n = router.spec.n_tiers
+        if req.tier_run > n:
+            raise ApiError(422, "invalid_input", f"tier_run {req.tier_run} is not a tier in 1..{n}", param="tier_run")
         prompt, _ = cut_chars(req.text(), config.max_prompt_chars)
         t0 = time.perf_counter()
-        e = await engine.escalate(prompt, req.tier_run, req.trace.as_dict(), req.step_type)
+        e = await engine.escalate(prompt, req.tier_run, req.trace.as_dict(), req.step_type, response=req.response,
+                                  responses=req.earlier(), logprobs=req.logprobs)
         metrics.escalations.inc(tier_run=str(req.tier_run), outcome="accept" if e.accept else "escalate")
         out = e.to_dict()
         out["latency_ms"] = (time.perf_counter() - t0) * 1000
@@ -426,23 +328,26 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
     async def models():
         """OpenAI-style model list: the router pseudo-models a client may ask for."""
         router, _ = st.need()
-        names = [ROUTER_MODEL] + ([f"router-{router_policy(router)}"] if router_policy(router) else [])
+        names = served_models(router)
         return {"object": "list", "data": [{"id": n, "object": "model", "owned_by": "aco_bert"} for n in names]}
 
     @app.post("/v1/chat/completions", responses={**_ERRORS, 404: {"model": S.ErrorResponse},
                                                  502: {"model": S.ErrorResponse}}, tags=["openai"])
     async def chat_completions(req: S.ChatCompletionRequest, request: Request):
         """Route the conversation, then forward it to the chosen tier's upstream; streams are passed through.
+        ``aco-cascade`` runs the cascade instead (:mod:`aco_bert.serve.cascade_proxy`; streams verify-then-stream).
 
         Response headers name the decision: ``x-aco-tier``, ``x-aco-model``, ``x-aco-p-success``,
-        ``x-aco-expected-cost``, ``x-aco-policy``, ``x-aco-truncated``."""
+        ``x-aco-expected-cost``, ``x-aco-policy``, ``x-aco-truncated`` (cascade: + ``x-aco-tiers-run``,
+        ``x-aco-p-correct``, ``x-aco-cascade-stop``, ``x-aco-cascade-cost``)."""
         router, engine = st.need()
-        policy = router_policy(router)
-        if req.model != ROUTER_MODEL and not (policy and req.model == f"router-{policy}"):
-            allowed = [ROUTER_MODEL] + ([f"router-{policy}"] if policy else [])
+        allowed = served_models(router)
+        if req.model not in allowed:
             raise ApiError(404, "model_not_found", f"model {req.model!r} is not served here; use one of {allowed}",
                            param="model")
         check_messages(req.messages)
+        if req.model == CASCADE_MODEL:
+            check_cascade_request(req.model_extra or {})  # before routing: a refused request is not a decision
         args, note = to_args(req.aco, S.messages_text(req.messages))
         t0 = time.perf_counter()
         d = await engine.route(args)
@@ -458,6 +363,8 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
                            tier=r.tier)
         body = dict(await request.json())  # the client's own JSON, forwarded as sent (minus our extension)
         body.pop("aco", None)
+        if req.model == CASCADE_MODEL:
+            return await cascade_completion(st.client, st.upstreams, engine, router, metrics, body, args, r, headers)
         try:
             resp = await forward(st.client, up, body, metrics)
         except ProxyError as e:

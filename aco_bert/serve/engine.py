@@ -96,8 +96,15 @@ class RouteEngine:
         self.metrics.batch_size.observe(len(items))
         return await self._run("batch", self._route_many, items)
 
-    async def escalate(self, prompt: str, tier_run: int, trace: dict, step_type: str | None = None) -> Escalation:
-        return await self._run("escalate", self.router.escalate, prompt, tier_run, trace, step_type=step_type)
+    async def escalate(self, prompt: str, tier_run: int, trace: dict | None, step_type: str | None = None,
+                       metadata: dict[str, str] | None = None, *, response: str | None = None,
+                       responses: dict[int, str] | None = None, logprobs: list[float] | None = None) -> Escalation:
+        """:meth:`Router.escalate`; the run's output is passed only when given, so a request without one is the
+        same call it always was."""
+        run = {k: v for k, v in (("response", response), ("responses", responses), ("logprobs", logprobs))
+               if v is not None}
+        return await self._run("escalate", self.router.escalate, prompt, tier_run, trace, step_type=step_type,
+                               metadata=metadata, **run)
 
 
 class MicroBatcher:

@@ -162,9 +162,27 @@ class ServeMetrics:
         self.batch_size = Histogram("aco_route_batch_size", "Prompts per router forward pass.", (),
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.ready = Gauge("aco_ready", "1 when the bundle is loaded and verified.")
+        # model "aco-cascade": every upstream call it makes is counted (and priced) once, when its answer is read
+        self.cascade_calls = Counter("aco_cascade_calls_total", "Upstream calls made by aco-cascade, by tier.",
+                                     ("tier",))
+        self.cascade_failures = Counter("aco_cascade_failures_total",
+                                        "aco-cascade upstream calls that failed, by tier and error code.",
+                                        ("tier", "code"))
+        self.cascade_accepted = Counter("aco_cascade_accepted_total", "aco-cascade answers returned, by the tier "
+                                        "that answered and why it stopped (accepted|top_tier|max_runs).",
+                                        ("tier", "stop"))
+        self.cascade_cost = Counter("aco_cascade_cost_usd_total", "USD of aco-cascade upstream calls (answer usage "
+                                    "x the tier's spec prices), by tier.", ("tier",))
+        self.cascade_tokens = Counter("aco_cascade_tokens_total", "Tokens of aco-cascade upstream calls, by tier "
+                                      "and kind (prompt|completion).", ("tier", "kind"))
+        self.cascade_unpriced = Counter("aco_cascade_unpriced_calls_total", "aco-cascade calls with no cost: no "
+                                        "usage in the answer or no prices in the spec.", ("tier",))
+        self.cascade_runs = Histogram("aco_cascade_runs", "Tiers run per answered aco-cascade request.", (),
+                                      buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24))
         self.families = [self.requests, self.latency, self.inflight, self.decisions, self.truncated, self.escalations,
                          self.errors, self.upstream, self.upstream_latency, self.route_latency, self.batch_size,
-                         self.ready]
+                         self.ready, self.cascade_calls, self.cascade_failures, self.cascade_accepted,
+                         self.cascade_cost, self.cascade_tokens, self.cascade_unpriced, self.cascade_runs]
 
     def render(self) -> str:
         lines: list[str] = []
@@ -180,6 +198,9 @@ class ServeMetrics:
             "decisions_per_tier": {k[0]: v for k, v in _sum_by(self.decisions.items(), 0).items()},
             "escalations": {k[0]: v for k, v in _sum_by(self.escalations.items(), 1).items()},
             "prompts_truncated": self.truncated.total(),
+            "cascade": {"calls_per_tier": {k[0]: v for k, v in self.cascade_calls.items()},
+                        "answers_per_tier": {k[0]: v for k, v in _sum_by(self.cascade_accepted.items(), 0).items()},
+                        "cost_usd": self.cascade_cost.total()},
         }
 
 

@@ -8,11 +8,12 @@ request is the exception: it allows the many OpenAI parameters we do not interpr
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aco_bert.data.messages import content_text, messages_to_text
+from aco_bert.runtime.inputs import MAX_LOGPROBS, MAX_RESPONSE_CHARS
 
 _STRICT = ConfigDict(strict=True, extra="forbid")
 
@@ -149,11 +150,48 @@ class Trace(BaseModel):
         return {k: float(v) for k, v in self.model_dump().items() if v is not None}
 
 
+class EarlierResponse(BaseModel):
+    """What a tier that ran before ``tier_run`` answered on the same prompt (for answer agreement)."""
+
+    model_config = _STRICT
+    tier: int = Field(ge=1, description="1-based tier that gave this answer")
+    text: str = Field(max_length=MAX_RESPONSE_CHARS, description="its answer text")
+
+
+LogProb = Annotated[float, Field(le=0, allow_inf_nan=False)]
+MAX_EARLIER = 256  # structural bound on `responses`; the router checks each tier against its spec
+
+
 class EscalateRequest(PromptFields):
+    """The run to judge; ``response`` (+ ``responses``, ``logprobs``) feed the bundle's response verifier, and a
+    request without them is judged on its trace and the router's prior, as before."""
+
     model_config = _STRICT
     tier_run: int = Field(ge=1, description="1-based tier whose answer is being judged")
     trace: Trace = Field(default_factory=Trace)
     step_type: str | None = Field(None, description="agent step type of the run (its floor applies)")
+    response: str | None = Field(None, max_length=MAX_RESPONSE_CHARS, description="what tier_run answered")
+    responses: list[EarlierResponse] | None = Field(
+        None, max_length=MAX_EARLIER, description="answers of the tiers that ran before tier_run on this prompt")
+    logprobs: list[LogProb] | None = Field(None, max_length=MAX_LOGPROBS,
+                                           description="token logprobs of `response` (finite, <= 0)")
+
+    @model_validator(mode="after")
+    def _run_output(self):
+        if self.response is None and (self.responses is not None or self.logprobs is not None):
+            raise ValueError("'responses' and 'logprobs' describe a response: give 'response' (tier_run's answer)")
+        seen: set[int] = set()
+        for r in self.responses or []:
+            if r.tier == self.tier_run:
+                raise ValueError(f"responses holds tier {r.tier}, the tier that ran: pass its text as 'response'")
+            if r.tier in seen:
+                raise ValueError(f"responses holds tier {r.tier} twice")
+            seen.add(r.tier)
+        return self
+
+    def earlier(self) -> dict[int, str] | None:
+        """``responses`` as the router takes them: {1-based tier: text}."""
+        return None if self.responses is None else {r.tier: r.text for r in self.responses}
 
 
 class EscalateResponse(BaseModel):
@@ -167,7 +205,7 @@ class EscalateResponse(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """OpenAI ``/v1/chat/completions``; ``model`` must be ``aco-router`` or ``router-<policy>``.
+    """OpenAI ``/v1/chat/completions``; ``model`` must be ``aco-router``, ``router-<policy>`` or ``aco-cascade``.
 
     ``aco`` (send it with the OpenAI SDK's ``extra_body``) carries routing context and is stripped before forwarding.
     """

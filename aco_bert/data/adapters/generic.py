@@ -8,8 +8,12 @@ Two layouts, in ``.jsonl``, ``.csv`` or ``.parquet``:
   listed in ``extras["ignored_columns"]``.
 * **wide**: one row per prompt: ``prompt_id, prompt`` (optional ``source, category, step_type``), one success column
   per model, and optional trace columns ``<model>|cost`` (or ``|cost_usd``, ``|input_tokens``, ``|output_tokens``,
-  ``|api_calls``, ``|latency_s``). An empty success cell means "not run" and is skipped and counted.
-  Columns ``<x>|<other>`` are ignored and listed.
+  ``|api_calls``, ``|latency_s``) and the model's answer text ``<model>|response`` (read as is) or
+  ``<model>|model_response`` (RouterBench's convention: a stringified list of strings is unwrapped, see
+  :func:`~aco_bert.data.adapters.routerbench.parse_response`). An empty success cell means "not run" and is skipped
+  and counted. Columns ``<x>|<other>`` are ignored and listed.
+
+A long table's ``response`` column is read as is. Responses are post-run traces: only the cascade reads them.
 
 The layout is detected (a ``model`` and a ``success`` column mean long, otherwise wide) or given as ``format=``.
 
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aco_bert.data.adapters.routerbench import parse_response
 from aco_bert.data.io import read_jsonl
 from aco_bert.data.schema import CANONICAL_COLUMNS, PROMPT_META_COLUMNS, DataError, OutcomeTable, validate_table
 
@@ -36,7 +41,8 @@ def _val(v: object) -> object:
     return v.item() if hasattr(v, "item") else v
 
 TRACE_SUFFIXES = {"cost": "cost_usd", "cost_usd": "cost_usd", "input_tokens": "input_tokens",
-                  "output_tokens": "output_tokens", "api_calls": "api_calls", "latency_s": "latency_s"}
+                  "output_tokens": "output_tokens", "api_calls": "api_calls", "latency_s": "latency_s",
+                  "response": "response", "model_response": "response"}
 WIDE_ID_COLUMNS = ("prompt_id", "prompt")
 
 
@@ -142,7 +148,7 @@ def load_wide(df: pd.DataFrame, rows: np.ndarray, *, file: str, name: str) -> Ou
         for col in meta:
             part[col] = df[col]
         for canon, c in traces[m].items():
-            part[canon] = df[c]
+            part[canon] = df[c].map(parse_response) if c.endswith("|model_response") else df[c]
         frames.append(part[has])
         row_of.append(rows[:P][has])
     long = pd.concat(frames, ignore_index=True)

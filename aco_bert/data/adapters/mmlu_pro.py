@@ -272,8 +272,10 @@ def load_mmlu_pro(
 
     ``source``: a folder holding the zips or the raw URL base (:data:`RAW_BASE`); ``prices``: a :class:`PriceTable`
     or LiteLLM JSON path (default: the data dir's copy, else the pinned URL); ``shots``: MMLU-Pro validation records
-    for an exact input-token count. ``with_responses=True`` keeps every output text in
-    ``extras["responses"][model][prompt_id]`` (about 60 MB for all 12 models, so off by default).
+    for an exact input-token count. ``with_responses=True`` puts every output text (the full CoT answer) in the
+    canonical ``response`` column, the post-run trace the cascade's verifier reads (about 60 MB for all 12 models,
+    so off by default); ``extras["responses"][model][prompt_id]`` (the same string objects) and
+    ``extras["preds"][model][prompt_id]`` (the extracted letter) stay for older callers.
     """
     models = list(models)
     src = str(source).rstrip("/")
@@ -332,6 +334,8 @@ def load_mmlu_pro(
     pout = df["model"].map({m: p.output for m, p in price.items()}).astype(float)
     df["cost_usd"] = df["input_tokens"] * pin + df["output_tokens"] * pout
     df["source"] = "mmlu-pro"
+    if with_responses:
+        df["response"] = [r["output"] for _, r in rows]
 
     present = df.groupby("model", sort=False)["prompt_id"].size()
     src_of = {r["question_id"]: r["src"] for recs in per_model.values() for r in recs}

@@ -3,7 +3,8 @@
 Columns: ``sample_id, prompt, eval_name, <model>`` (0/1), ``<model>|model_response``, ``<model>|total_cost`` (USD of
 that call), ``oracle_model_to_route_to``; CSV files carry the original row index as an unnamed first column.
 ``prompt`` is a Python list of strings, stringified in CSV files: it is parsed with :func:`ast.literal_eval`
-(never ``eval``) and its parts joined with a blank line.
+(never ``eval``) and its parts joined with a blank line. ``<model>|model_response`` (the model's answer, also a
+stringified list) fills the canonical ``response`` column (:func:`parse_response`): a post-run trace for the cascade.
 
 Sources (documented, pinned):
 
@@ -110,6 +111,27 @@ def parse_prompt(value: Any, *, file: str, row: int) -> str:
     return value
 
 
+def parse_response(value: Any) -> str | None:
+    """A ``<model>|model_response`` cell as text: a (stringified) list of strings is parsed with
+    :func:`ast.literal_eval` and its items joined by a newline; any other string (not a list of strings, or
+    malformed) is kept as it is, so a bad cell never fails the load; NaN/None is no response."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        if not value.lstrip().startswith("["):
+            return value
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return value
+        if not isinstance(parsed, (list, tuple)) or not all(isinstance(x, str) for x in parsed):
+            return value  # a list literal of other things is the text itself, e.g. an answer "[1, 2]"
+        value = parsed
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "\n".join(str(x) for x in value)
+    return str(value)
+
+
 def wide_to_long(df: pd.DataFrame, *, file: str, split: str | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
     """Validate one wide frame and melt it to canonical rows (plus ``_split``, ``_orig_index``); returns skip counts."""
     missing = [c for c in ("sample_id", "prompt", "eval_name") if c not in df.columns]
@@ -137,6 +159,10 @@ def wide_to_long(df: pd.DataFrame, *, file: str, split: str | None = None) -> tu
             if bad.any():
                 i = int(np.flatnonzero(bad.to_numpy())[0])
                 raise DataError(f"{c!r}: {_val(df[c].iloc[i])!r} is not a non-negative number", file=file, row=i)
+    resp = pd.DataFrame(index=df.index)
+    for m in models:
+        c = f"{m}|model_response"
+        resp[m] = df[c].map(parse_response) if c in df.columns else None
     sid = df["sample_id"]
     empty = sid.isna() | (sid.astype(str).str.strip() == "")
     if empty.any():
@@ -161,18 +187,21 @@ def wide_to_long(df: pd.DataFrame, *, file: str, split: str | None = None) -> tu
     })
     s = succ.iloc[rows].to_numpy()
     c = cost.iloc[rows].to_numpy()
+    r = resp.iloc[rows].to_numpy(dtype=object)
     P, M = s.shape
     long = pd.DataFrame({
         "_b": np.repeat(np.arange(P), M),
         "model": np.tile(np.array(models, dtype=object), P),
         "success": s.reshape(-1),
         "cost_usd": c.reshape(-1),
+        "response": r.reshape(-1),
     })
     long = long[~np.isnan(long["success"].to_numpy())]
     out = base.iloc[long["_b"].to_numpy()].reset_index(drop=True)
     out["model"] = long["model"].to_numpy()
     out["success"] = long["success"].to_numpy()
     out["cost_usd"] = long["cost_usd"].to_numpy()
+    out["response"] = long["response"].to_numpy()
     out["_file"] = file
     out["_split"] = split
     return out, skipped
@@ -273,5 +302,5 @@ def load_routerbench(
         extras["cross_split_merges"] = int((df.groupby("prompt_id")["_split"].nunique() > 1).sum())
         extras["prompt_meta"] = {"split": sp.to_dict()}
     df["source"] = "routerbench"
-    canon = df[["prompt_id", "prompt", "model", "success", "cost_usd", "source", "category"]]
+    canon = df[["prompt_id", "prompt", "model", "success", "cost_usd", "response", "source", "category"]]
     return rows_to_table(canon, file=src, name="routerbench", skipped=skipped, extras=extras)
