@@ -63,7 +63,7 @@ def test_agreement_predicts_success(rb):
 
 
 def test_response_verifier_beats_trace_only_and_agreement_helps(rb):
-    y, cost = rb.success, rb.cost
+    y = rb.success
     traces = trace_arrays(rb)
     tr, te = np.arange(600), np.arange(600, rb.n_prompts)
     cfg = VerifierConfig(n_rounds=80, use_prompt_features=False)
