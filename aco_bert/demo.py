@@ -133,9 +133,11 @@ def run(cfg: DemoConfig, log=print) -> dict:
     t = time.perf_counter()
     scored = out / "test_scored.parquet"
     plot = bundle / "cost_quality.png"
+    # --cascade: the held-out table gets the bundle's cascade row (every run billed) beside the ex-ante router
     summary = score_dataset(ScoreConfig(bundle=str(bundle), input=str(test_file), output=str(scored),
-                                        evaluate=True, fresh=True, progress=False, plot=str(out / "cost_quality.png"),
-                                        report_json=str(out / "test_eval.json")), log=log)
+                                        evaluate=True, cascade=True, fresh=True, progress=False,
+                                        plot=str(out / "cost_quality.png"), report_json=str(out / "test_eval.json")),
+                            log=log)
     lap("score", t)
 
     report = summary.evaluation

@@ -289,3 +289,23 @@ def test_walk_stops_at_accept_cap_and_no_higher_tier():
     w = CascadeWalk(2, max_runs=2)
     assert w.judged("a", esc(False, 4)) == 4 and w.judged("b", esc(False, 5)) is None and w.tier == 4
     assert CascadeWalk(1, 5).judged("a", esc(True, None)) is None
+
+
+def test_evaluate_without_answers_replays_a_trace_only_cascade(bundle, router, swebench, tmp_path):
+    """SWE-bench carries no answers: the tiny bundle's verifier reads traces only, so --cascade --evaluate replays
+    the cascade on each run's recorded api_calls and cost (what the demo's held-out table shows)."""
+    models = router.spec.models
+    df = swebench.df
+    pids = df["prompt_id"].drop_duplicates().tolist()[:N]
+    df = df[df["prompt_id"].isin(pids) & df["model"].isin(models)].reset_index(drop=True).drop(columns=["response"])
+    df["prompt"] = df["prompt"].str.split().str[:60].str.join(" ")
+    inp, out = tmp_path / "outcomes.parquet", tmp_path / "scored.parquet"
+    df.to_parquet(inp)
+    assert not router.layer.verifier.responses
+    with rule(router, accept=1.01):
+        s = run(router, ScoreConfig(bundle=bundle, input=str(inp), output=str(out), evaluate=True, cascade=True,
+                                    progress=False))
+    scored = pd.read_parquet(out)
+    assert s.n_cascade_errors == 0 and scored["cascade_error"].isna().all()
+    assert (scored["cascade_runs"] >= 1).all() and (scored["cascade_runs"] > 1).any()  # accept 1.01 escalates
+    assert "+ cascade" in s.evaluation.markdown()

@@ -97,7 +97,8 @@ def knob_grid(chains: Sequence[tuple[int, ...]], accepts: Sequence[float] = ACCE
               ) -> list[CascadeKnob]:
     """Every (first, chain, accept, accept_first): firsts = the ladder's bottom, Threshold(tau) per
     ``first_taus``, Utility(lambda) per ``first_lams``, and the bundle's own ex-ante policy when ``router``.
-    A one-tier chain is one knob."""
+    A one-tier chain is one knob. Pass ``accept_first=(None,)`` for a trace-only verifier: without answers the
+    runtime cannot tell a first run from a later one, so one bar serves every run."""
     firsts = (["chain"] + [f"tau={t}" for t in first_taus] + [f"lam={lam:.6g}" for lam in first_lams]
               + (["router"] if router else []))
     out = []

@@ -171,7 +171,7 @@ def _fit_cascade(cfg: StackStageConfig, m, y, cost, traces, features, held, ctx,
     """The bundle's verifier (all prompts) and cascade knob, chosen on held-out replays by ``cascade_rule``
     (:mod:`aco_bert.decision.cascade_search`: ``match`` = the cheapest knob whose held-out success meets the
     target + margin; ``ltt`` = Learn-then-Test at ``delta``; the report measures both)."""
-    from aco_bert.decision.cascade_search import (ACCEPTS, CachedScorer, candidate_chains, knob_grid, ltt_select,
+    from aco_bert.decision.cascade_search import (ACCEPT_FIRST, ACCEPTS, CachedScorer, candidate_chains, knob_grid, ltt_select,
                                                   points, replay_knobs)
     from aco_bert.evaluation.selection import select_match
     from aco_bert.policies import CascadeConfig, PolicyConfig, named_policy
@@ -185,7 +185,8 @@ def _fit_cascade(cfg: StackStageConfig, m, y, cost, traces, features, held, ctx,
     v.save(out / L.VERIFIER_DIR)
     pol = named_policy(PolicyConfig(policy=routing["policy"], tau=routing.get("tau"), lam=routing.get("lam")))
     # the runtime starts a cascade where route() does (the proxy, the scorer), so the shipped knob starts there too
-    knobs = [k for k in knob_grid(candidate_chains(y, cost, fc), ACCEPTS, first_taus=(), router=True)
+    knobs = [k for k in knob_grid(candidate_chains(y, cost, fc), ACCEPTS, first_taus=(), router=True,
+                                  accept_first=ACCEPT_FIRST if v.responses else (None,))
              if k.first == "router"]
     res = replay_knobs(knobs, ctx, y, cost, scorer, router=pol)
     pts = points(res)

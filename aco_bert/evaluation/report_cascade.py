@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from aco_bert.decision.cascade_search import (CachedScorer, candidate_chains, knob_grid, ltt_select, points,
+from aco_bert.decision.cascade_search import (ACCEPT_FIRST, CachedScorer, candidate_chains, knob_grid, ltt_select, points,
                                               replay_knobs, select_budget)
 from aco_bert.decision.verifier import CrossFitScorer, Verifier, VerifierConfig, cascade_signals
 from aco_bert.evaluation.selection import select_match, select_savings
@@ -76,7 +76,8 @@ class CascadeStudy:
 
         # ex-ante firsts: Threshold taus and a few Utility lambdas (the ex-ante curve's strong middle)
         lams = [float(x) / float(np.nanmean(cost[tr])) for x in FIRST_LAMS]
-        knobs = knob_grid(candidate_chains(y[tr], cost[tr], fc), self.accepts, self.first_taus, first_lams=lams)
+        knobs = knob_grid(candidate_chains(y[tr], cost[tr], fc), self.accepts, self.first_taus, first_lams=lams,
+                          accept_first=ACCEPT_FIRST if self.parsed is not None else (None,))
         self.n_knobs.append(len(knobs))
         ctx_tr = RoutingContext(p_tr, c_tr, self.min_tier[tr])
         ctx_te = RoutingContext(p_te, c_te, self.min_tier[te])

@@ -73,14 +73,15 @@ class CascadeWalk:
         """The earlier answers, as :meth:`Router.escalate` takes them (None when this is the first run)."""
         return dict(self.earlier) or None
 
-    def judged(self, text: str, e: Any) -> int | None:
+    def judged(self, text: str | None, e: Any) -> int | None:
         """Record escalation ``e`` on the current tier's answer ``text``; the next tier or None (stop)."""
         t = self.tier
         self.tiers.append(t)
         self.p_correct, self.accepted = float(e.p_success), bool(e.accept)
         if e.accept or e.next_tier is None or len(self.tiers) >= self.max_runs or int(e.next_tier) <= t:
             return None
-        self.earlier[t] = text
+        if text is not None:  # a trace-only cascade judges runs without their text
+            self.earlier[t] = text
         self.tier = int(e.next_tier)
         return self.tier
 
@@ -96,12 +97,15 @@ class CascadeOutcome:
 
 
 def replay_cascade(router: Any, prompt: str, first_tier: int, answer: Callable[[int], str | None], *,
-                   step_type: str | None = None, trace: Callable[[int], dict[str, Any] | None] | None = None
-                   ) -> CascadeOutcome:
+                   step_type: str | None = None, trace: Callable[[int], dict[str, Any] | None] | None = None,
+                   require_answers: bool = True) -> CascadeOutcome:
     """Replay the bundle's cascade on one prompt: ``answer(tier)`` gives that tier's recorded answer (None: none;
     a str raised as ValueError is its reason), ``trace(tier)`` its run signals (optional). A missing answer, or
-    one the router refuses, stops the replay with an ``error`` naming the tier."""
+    one the router refuses, stops the replay with an ``error`` naming the tier -- unless the input carries no
+    answers at all (``require_answers=False``) and the bundle's verifier does not read them: a trace-only
+    cascade (e.g. SWE-bench's) judges each run by its trace."""
     walk = CascadeWalk(int(first_tier), max_runs_of(router))
+    reads = bool(getattr(getattr(getattr(router, "layer", None), "verifier", None), "responses", False))
     models = [t.model for t in router.spec.tiers]
     while True:
         t = walk.tier
@@ -109,9 +113,9 @@ def replay_cascade(router: Any, prompt: str, first_tier: int, answer: Callable[[
             text = answer(t)
         except ValueError as e:
             return CascadeOutcome(walk.tiers, None, None, f"tier {t} ({models[t - 1]}): {e}")
-        if text is None:
+        if text is None and (reads or require_answers):
             return CascadeOutcome(walk.tiers, None, None, f"no response for tier {t} ({models[t - 1]})")
-        text = verifier_text(text)
+        text = None if text is None else verifier_text(text)
         try:
             e = router.escalate(prompt, t, None if trace is None else trace(t), step_type,
                                 response=text, responses=walk.responses())
@@ -257,9 +261,10 @@ def cascade_columns(router: Any, columns: dict[str, list[Any]], cols: Any, decis
         if cols.traces:
             def tr(t: int, i: int = i) -> dict[str, Any] | None:
                 return columns[cols.traces[t - 1]][i]
+        has = bool(cols.responses) or cols.responses_long is not None  # [] = a table without answers
         r = replay_cascade(router, texts[i], router.layer.cascade_start(decisions[i].tier, decisions[i].min_tier),
-                           row_answers(columns, i, cols.responses, cols.responses_long, models),
-                           step_type=steps[i], trace=tr)
+                           row_answers(columns, i, cols.responses, cols.responses_long, models) if has
+                           else (lambda t: None), step_type=steps[i], trace=tr, require_answers=has)
         out["cascade_tiers"][i], out["cascade_runs"][i] = list(r.tiers), len(r.tiers)
         if r.tier is None:
             out["cascade_error"][i] = errors[i] = r.error or "cascade stopped"

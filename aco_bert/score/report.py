@@ -56,15 +56,14 @@ def run_columns(matrix, data: dict[str, list[Any]], where: str) -> tuple[list[st
     (``trace:<tier>``: api_calls, cost_usd -- what the verifier reads of a run) to ``data``; their column names."""
     import math
 
-    from aco_bert.score.sources import InputError
-
-    if matrix.responses is None:
-        raise InputError(f"{where}: --cascade needs the models' answers: the outcome table has no `response` column")
+    # a table without answers (SWE-bench) replays a trace-only cascade; a bundle whose verifier reads answers then
+    # marks each row "no response for tier ..." (aco_bert.score.cascade.replay_cascade)
     resp, trace = [], []
     for t in range(len(matrix.models)):
-        resp.append(f"response:{t + 1}")
         trace.append(f"trace:{t + 1}")
-        data[resp[-1]] = list(matrix.responses[:, t])
+        if matrix.responses is not None:  # none: resp stays [] (a trace-only replay)
+            resp.append(f"response:{t + 1}")
+            data[resp[-1]] = list(matrix.responses[:, t])
         sig = {"cost_usd": matrix.cost[:, t], **{k: matrix.traces[k][:, t] for k in ("api_calls",)
                                                  if k in matrix.traces}}
         data[trace[-1]] = [{k: float(v[i]) for k, v in sig.items() if math.isfinite(float(v[i]))}
