@@ -11,6 +11,9 @@ is chosen on honest training replays, then replayed once on the test prompts. Ro
   guarantee (fallback: the frontier alone);
 * curve ``stacked + cascade``: one point per training budget (40 budgets from 1 % to 100 % of the frontier's
   training cost, geometric), each the best training success within that budget. Cost counts every call that ran.
+* curve ``stacked, budget-selected (no feedback)``: the same selection among the knobs that never escalate
+  (accept 0: the ex-ante first pick alone), so the two curves differ only by the execution feedback -- the
+  ex-ante sweeps' curves (a hull over a fixed grid's test points) are not chosen per budget.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from aco_bert.verify.features import ResponseReader
 BUDGETS = [float(f"{b:.4g}") for b in np.geomspace(0.01, 1.0, 40)]
 FIRST_LAMS = (0.03, 0.1, 0.3, 1.0, 10.0)  # Utility lambdas per unit of the training prompts' mean cost
 ROWS = ("match", "savings", "ltt")
+EXANTE_CURVE = "stacked, budget-selected (no feedback)"
 
 
 class CascadeStudy:
@@ -49,6 +53,7 @@ class CascadeStudy:
         n, t_n = y.shape
         self.rows = {r: [np.full(n, np.nan), np.full(n, np.nan), np.zeros(n)] for r in ROWS}
         self.curve = [[np.full(n, np.nan), np.full(n, np.nan), np.zeros(n)] for _ in BUDGETS]
+        self.curve_exante = [[np.full(n, np.nan), np.full(n, np.nan), np.zeros(n)] for _ in BUDGETS]
         self.q_first = np.full((n, t_n), np.nan)  # verifier score had the tier run first
         self.q_below = np.full((n, t_n), np.nan)  # ... after every cheaper tier ran (agreement with all of them)
         self.knobs: dict[str, list] = {r: [] for r in (*ROWS, "budget")}
@@ -88,7 +93,8 @@ class CascadeStudy:
         j_ltt, info = ltt_select(knobs, res_tr, s_front - self.within, self.delta)
         self.ltt.append(info)
         budget_j = select_budget(pts, [b * front_cost for b in BUDGETS])
-        need = set(chosen.values()) | set(budget_j) | ({j_ltt} if j_ltt is not None else set())
+        exante_j = select_budget([p for p in pts if knobs[p[0]].accept == 0.0], [b * front_cost for b in BUDGETS])
+        need = set(chosen.values()) | set(budget_j) | set(exante_j) | ({j_ltt} if j_ltt is not None else set())
         res_te = {j: knobs[j].policy().replay(ctx_te, y[te], cost[te], score_te) for j in sorted(need)}
 
         def put(dst, j):
@@ -107,11 +113,13 @@ class CascadeStudy:
         self.knobs["ltt"].append(None if j_ltt is None else knobs[j_ltt].to_dict(self.models))
         for dst, j in zip(self.curve, budget_j):
             put(dst, j)
+        for dst, j in zip(self.curve_exante, exante_j):
+            put(dst, j)
         self.knobs["budget"].append([knobs[j].to_dict(self.models) for j in budget_j])
 
     def restrict(self, ev: np.ndarray) -> None:
         """Keep only the evaluated (outer-test) prompts, as the report does for every other array."""
-        for d in list(self.rows.values()) + self.curve:
+        for d in list(self.rows.values()) + self.curve + self.curve_exante:
             for k in range(3):
                 d[k] = d[k][ev]
         self.q_first, self.q_below, self.y = self.q_first[ev], self.q_below[ev], self.y[ev]
@@ -129,13 +137,14 @@ class CascadeStudy:
                   "ltt": "stacked + cascade (LTT)"}
         for rule in ROWS:
             report.policies.insert(len(report.policies) - n_fixed, pr(labels[rule], *self.rows[rule]))
-        cpts = [pr(f"cascade@budget={b}", *d, param=b) for b, d in zip(BUDGETS, self.curve)]
-        report.curves["stacked + cascade"] = Curve("stacked + cascade", cpts, kind="learned")
         r = report.metrics["range"]
-        if r["strong_success"] > r["weak_success"]:
-            report.metrics["stacked + cascade"] = curve_metrics(
-                [p.cost_per_task for p in cpts], [p.success for p in cpts],
-                (r["weak_cost"], r["weak_success"]), (r["strong_cost"], r["strong_success"])).to_dict()
+        for name, curve in (("stacked + cascade", self.curve), (EXANTE_CURVE, self.curve_exante)):
+            cpts = [pr(f"{name}@budget={b}", *d, param=b) for b, d in zip(BUDGETS, curve)]
+            report.curves[name] = Curve(name, cpts, kind="learned")
+            if r["strong_success"] > r["weak_success"]:
+                report.metrics[name] = curve_metrics(
+                    [p.cost_per_task for p in cpts], [p.success for p in cpts],
+                    (r["weak_cost"], r["weak_success"]), (r["strong_cost"], r["strong_success"])).to_dict()
 
     def diagnostics(self) -> dict[str, Any]:
         from aco_bert.evaluation.metrics.core import mean_auc, per_tier_auc
