@@ -30,6 +30,7 @@ class EvaluateConfig:
     log_x: bool = False  # log-scale cost axis in the plot
     seed: int = 0  # seed of the random policy
     within: float = ONE_POINT  # zero-router: cheapest fixed model within this absolute success gap of the frontier
+    clip_success: bool = False  # user files: clip success outside [0, 1] (counted) instead of refusing the file
 
     def __post_init__(self) -> None:
         if self.models == "spec" and not self.spec:
@@ -38,7 +39,8 @@ class EvaluateConfig:
 
 def evaluate(cfg: EvaluateConfig) -> int:
     """Evaluate, print the tables and notes, write the requested files."""
-    report, notes = reference_report(cfg.dataset, cfg.data_dir, cfg.spec, cfg.models, cfg.seed, cfg.within)
+    report, notes = reference_report(cfg.dataset, cfg.data_dir, cfg.spec, cfg.models, cfg.seed, cfg.within,
+                                     cfg.clip_success)
     print(f"## {report.dataset}: {report.n_prompts} prompts, {len(report.models)} models\n")
     print(report.markdown())
     for n in notes:

@@ -2,8 +2,11 @@
 
 Runs ``http.server`` in a thread on a free 127.0.0.1 port (never another address). ``mode`` switches behaviour
 between requests: ``ok``, ``error500`` (an OpenAI-style error body), ``slow`` (sleeps ``delay_s`` before
-answering, to trigger the proxy's timeout) and ``break`` (a stream cut after the first event). Every request
-is recorded (path, headers, JSON body) so tests can assert what the proxy actually sent.
+answering, to trigger the proxy's timeout), ``break`` (a stream cut after the first event) and ``reply`` (answer
+``reply = (status, headers, body)`` verbatim, ``{authorization}`` in the body replaced by the Authorization header
+the proxy sent: a hostile upstream that echoes the credential, sets cookies, redirects or rate-limits).
+``extra_headers`` are added to every ``ok`` answer. Every request is recorded (path, headers, JSON body) so tests
+can assert what the proxy actually sent.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.mode = "ok"
         self.delay_s = 2.0
+        self.reply: tuple[int, dict[str, str], str] = (500, {}, "")
+        self.extra_headers: dict[str, str] = {}
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         owner = self
@@ -39,6 +44,8 @@ class FakeUpstream:
                 if not self.path.endswith("/chat/completions"):
                     return self._json(404, {"error": {"message": f"no route {self.path}"}})
                 mode = owner.mode
+                if mode == "reply":
+                    return self._reply(*owner.reply)
                 if mode == "error500":
                     return self._json(500, {"error": {"message": "fake upstream exploded", "type": "server_error"}})
                 if mode == "slow":
@@ -53,12 +60,23 @@ class FakeUpstream:
                                  "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}})
 
+            def _reply(self, status: int, headers: dict[str, str], body: str) -> None:
+                data = body.replace("{authorization}", self.headers.get("authorization", "")).encode()
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v.replace("{authorization}", self.headers.get("authorization", "")))
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def _json(self, status: int, obj: dict) -> None:
                 data = json.dumps(obj).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.send_header("x-fake-upstream", "1")
+                for k, v in owner.extra_headers.items():
+                    self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -67,6 +85,8 @@ class FakeUpstream:
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("transfer-encoding", "chunked")
                 self.send_header("x-fake-upstream", "1")
+                for k, v in owner.extra_headers.items():
+                    self.send_header(k, v)
                 self.end_headers()
                 words = text.split(" ")
                 for i, w in enumerate(words):

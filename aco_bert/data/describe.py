@@ -152,6 +152,7 @@ class DescribeConfig:
     split: str | None = None  # train / test / all, for datasets with a published split
     threshold: float = 0.5  # graded scores >= this count as success
     with_responses: bool = False  # load the model output texts where the loader makes them optional (mmlu-pro)
+    clip_success: bool = False  # generic files: clip success outside [0, 1] (counted as skipped) instead of refusing
 
 
 PROG = "aco-bert data describe"
@@ -165,6 +166,8 @@ def run(cfg: DescribeConfig) -> int:
     kw: dict[str, Any] = {"split": cfg.split} if cfg.split else {}
     if cfg.with_responses:
         kw["with_responses"] = True
+    if cfg.clip_success:
+        kw["clip_success"] = True
     try:
         table = load_outcomes(cfg.dataset, data_dir=cfg.data_dir, **kw)
     except TypeError as e:  # e.g. --split for a dataset without a published split

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from aco_bert.data.text import is_blank
+
 
 def content_text(content: Any, where: str = "message") -> str:
     """The text of one message's ``content`` ("" for ``None``). Raises ValueError naming ``where`` when the content
@@ -67,6 +69,6 @@ def messages_to_text(messages: Any, *, require_text: bool = True) -> str:
             raise ValueError(f"message {j} has no string role")
         texts.append(content_text(m.get("content"), f"message {j}"))
     text = "\n\n".join(t for t in texts if t)
-    if require_text and not text.strip():
+    if require_text and is_blank(text):  # zero-width / BOM / NUL only is no text either
         raise ValueError("messages hold no text")
     return text

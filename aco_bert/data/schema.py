@@ -13,6 +13,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from aco_bert.data.text import clean_text_error, is_blank, unicode_error
+
 # Column -> (pandas dtype, required). Trace signals are observed *after* a run and may only be used by the cascade.
 CANONICAL_COLUMNS: dict[str, tuple[str, bool]] = {
     "prompt_id": ("string", True),
@@ -115,6 +117,7 @@ def validate_table(df: pd.DataFrame, *, file: str = "<table>", row_offset: int =
     empty = out["prompt"].isna() | (out["prompt"].str.strip() == "")
     if empty.any():
         raise DataError("empty prompt", file=file, row=int(np.flatnonzero(empty.to_numpy())[0]) + row_offset)
+    check_text(out, file=file, row_offset=row_offset)
     succ = out["success"].to_numpy()
     bad = np.isnan(succ) | (succ < 0) | (succ > 1)
     if bad.any():
@@ -147,6 +150,31 @@ def validate_table(df: pd.DataFrame, *, file: str = "<table>", row_offset: int =
             i = int(st.index[bad_st.to_numpy()][0])
             raise DataError(f"unknown step_type {st.loc[i]!r}; expected one of {STEP_TYPES}", file=file, row=i + row_offset)
     return out
+
+
+TEXT_COLUMNS = ("prompt_id", "prompt", "model", "source", "category", "step_type", "response")
+
+
+def check_text(out: pd.DataFrame, *, file: str, row_offset: int = 0) -> None:
+    """Every text cell is valid Unicode (no lone surrogate) and no prompt is invisible-only (zero-width / BOM /
+    NUL): :func:`aco_bert.data.text.clean_text_error`, the check the scorer and the router make too, so a table
+    never holds a prompt they would refuse. Raises DataError naming the first bad row."""
+    for col in TEXT_COLUMNS:
+        if col not in out.columns:
+            continue
+        s = out[col]
+        present = s.notna().to_numpy()
+        if not present.any():
+            continue
+        bad = np.zeros(len(s), dtype=bool)
+        bad[present] = s[present].astype(object).str.contains("[\ud800-\udfff]", regex=True).to_numpy(dtype=bool)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{col} is {unicode_error(str(s.iloc[i]))}", file=file, row=i + row_offset)
+    uniq = out["prompt"].dropna().drop_duplicates()  # index: the first row holding each text
+    for i, text in uniq.items():
+        if is_blank(text):
+            raise DataError(f"empty prompt: {clean_text_error(text)}", file=file, row=int(i) + row_offset)
 
 
 @dataclass
@@ -248,6 +276,9 @@ def response_matrix(df: pd.DataFrame, prompt_ids: list[str], models: list[str]) 
 def rows_to_table(rows: list[Mapping[str, Any]] | pd.DataFrame, *, file: str, name: str, **kw: Any) -> OutcomeTable:
     """Validate adapter output and wrap it; ``kw`` goes to :class:`OutcomeTable` (skipped, extras)."""
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    if len(df) == 0:  # an empty file, or every row skipped: "nothing skipped" over no data would hide it
+        why = f" (skipped: {kw['skipped']})" if kw.get("skipped") else ""
+        raise DataError(f"no outcome rows{why}", file=file)
     return OutcomeTable(validate_table(df, file=file), name=name, **kw)
 
 

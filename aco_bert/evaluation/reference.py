@@ -33,15 +33,17 @@ def spec_min_tier(spec: RouterSpec, matrix: OutcomeMatrix) -> np.ndarray:
 
 
 def reference_report(dataset: str, data_dir: str | None = None, spec: str | None = None, models: str = "all",
-                     seed: int = 0, within: float = ONE_POINT) -> tuple[EvalReport, list[str]]:
+                     seed: int = 0, within: float = ONE_POINT, clip_success: bool = False
+                     ) -> tuple[EvalReport, list[str]]:
     """Load ``dataset``, pick the models, evaluate the reference policies; returns (report, notes to print).
 
     ``models``: ``"all"`` (every model of the dataset, cheapest first), ``"spec"`` (the spec's tiers, floors
-    applied) or a comma-separated list. A spec given with other models only lends its frontier.
+    applied) or a comma-separated list. A spec given with other models only lends its frontier. ``clip_success``
+    (user files only) clips success outside [0, 1] instead of refusing the file.
     """
     from aco_bert.data import load_outcomes
 
-    table = load_outcomes(dataset, data_dir=data_dir)
+    table = load_outcomes(dataset, data_dir=data_dir, **({"clip_success": True} if clip_success else {}))
     notes = [table.report_skipped()]
     rs = RouterSpec.load(spec) if spec else None
     min_tier = None

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from aco_bert.spec import RouterSpec
+from aco_bert.data.text import clean_text_error, unicode_error
 from aco_bert.types import RoutingInputError, RunOutput
 
 MAX_RESPONSE_CHARS = 200_000  # a verifier reads at most this much of one response (longer: refused, not cut)
@@ -91,8 +92,9 @@ def validate_requests(spec: RouterSpec, prompts: Sequence[Any], step_types: Sequ
         p = prompts[i]
         if not isinstance(p, str):
             raise RoutingInputError(f"{where(i)}prompt must be a string, got {type(p).__name__}")
-        if not p.strip():
-            raise RoutingInputError(f"{where(i)}prompt is empty")
+        why = clean_text_error(p)  # the loaders' and scorer's own check: one rule at every entry point
+        if why is not None:
+            raise RoutingInputError(f"{where(i)}prompt is {why}" if why.startswith("empty") else f"{where(i)}prompt: {why}")
         s = steps[i]
         if s is not None and (not isinstance(s, str) or s not in allowed_steps):
             raise RoutingInputError(f"{where(i)}unknown step_type {s!r}; expected one of {sorted(allowed_steps)}")
@@ -161,6 +163,9 @@ def validate_response(response: Any, responses: Any, logprobs: Any, n_tiers: int
             raise RoutingInputError(f"{what} must be a string, got {type(v).__name__}")
         if len(v) > MAX_RESPONSE_CHARS:
             raise RoutingInputError(f"{what} is {len(v)} characters; the limit is {MAX_RESPONSE_CHARS}")
+        bad = unicode_error(v)
+        if bad is not None:
+            raise RoutingInputError(f"{what}: {bad}")
         return v
 
     out = RunOutput(None if response is None else text(response, "response"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from aco_bert.data.schema import STEP_TYPES
+from aco_bert.data.text import printable, unicode_error
 from aco_bert.score.cascade import cascade_columns
 from aco_bert.score.rows import (ChunkResult, Columns, finite, is_missing, out_id_name, output_schema, row_budget,
                                  row_domain, row_step_type, row_text)
@@ -44,6 +45,8 @@ def score_chunk(router: Any, chunk: Chunk, cols: Columns, batch_size: int = 32) 
                 buds[i] = row_budget(c[cols.budget][i])
         except ValueError as e:
             err[i] = str(e)
+        if cols.id and i not in err and isinstance(c[cols.id][i], str) and (why := unicode_error(c[cols.id][i])):
+            err[i] = f"column {cols.id!r}: id is {why} (written escaped)"
     # Batches of similar length waste little on padding (the encoder's cost is batch x longest prompt). Sorting
     # by characters (a tokenizer-free proxy for tokens), ties by position, keeps every chunk's batches fixed.
     ok = sorted((i for i in range(n) if i not in err), key=lambda i: (len(texts[i] or ""), i))
@@ -74,9 +77,10 @@ def score_chunk(router: Any, chunk: Chunk, cols: Columns, batch_size: int = 32) 
     rows = list(range(chunk.start, chunk.start + n))
     data: dict[str, list[Any]] = {"row": rows}
     if cols.id:
-        data[out_id_name(cols.id)] = [None if is_missing(v) else str(v) for v in c[cols.id]]
+        data[out_id_name(cols.id)] = [None if is_missing(v) else printable(str(v)) for v in c[cols.id]]
     raw_steps = c[cols.step_type] if cols.step_type else [None] * n
-    data["step_type"] = [steps[i] if i in dec else (raw_steps[i] if isinstance(raw_steps[i], str) and
+    # Input strings echoed into the output are escaped: a lone surrogate cannot be written as UTF-8 or Arrow.
+    data["step_type"] = [steps[i] if i in dec else (printable(raw_steps[i]) if isinstance(raw_steps[i], str) and
                                                      raw_steps[i].strip() else None) for i in range(n)]
     data["tier"] = [dec[i].tier if i in dec else None for i in range(n)]
     data["model"] = [dec[i].model if i in dec else None for i in range(n)]
@@ -91,7 +95,7 @@ def score_chunk(router: Any, chunk: Chunk, cols: Columns, batch_size: int = 32) 
     data["n_tokens"] = [dec[i].n_tokens if i in dec else None for i in range(n)]
     data["truncated"] = [bool(dec[i].truncated) if i in dec else None for i in range(n)]
     data["reasons"] = [list(dec[i].reasons) if i in dec else None for i in range(n)]
-    data["error"] = [err.get(i) for i in range(n)]
+    data["error"] = [None if i not in err else printable(err[i]) for i in range(n)]
     casc_err: dict[int, str] = {}
     if cols.cascade:
         casc, casc_err = cascade_columns(router, c, cols, dec, texts, steps, n)
@@ -100,7 +104,7 @@ def score_chunk(router: Any, chunk: Chunk, cols: Columns, batch_size: int = 32) 
         if len(dec[i].probs) != T:
             raise RuntimeError(f"router returned {len(dec[i].probs)} probabilities for {T} tiers")
     table = pa.Table.from_pydict(data, schema=output_schema(models, cols.id, cascade=cols.cascade))
-    errors = sorted((chunk.start + i, r) for i, r in err.items())
+    errors = sorted((chunk.start + i, printable(r)) for i, r in err.items())
     return ChunkResult(chunk.index, chunk.start, n, table, errors, len(errors),
                        sorted((chunk.start + i, r) for i, r in casc_err.items()))
 

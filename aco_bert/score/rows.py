@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from aco_bert.data.messages import messages_to_text
+from aco_bert.data.text import clean_text_error, is_blank
 from aco_bert.score.config import ScoreConfig
 from aco_bert.score.sources import InputError, TableSource
 
@@ -30,13 +31,22 @@ def is_missing(v: Any) -> bool:
 
 
 def row_text(text: Any, messages: Any, text_col: str, msg_col: str) -> str:
-    """The row's routed text: the text column when it holds text, else the chat messages' text."""
-    if isinstance(text, str) and text.strip():
+    """The row's routed text: the text column when it holds text, else the chat messages' text. Text that is not
+    valid Unicode or has nothing visible (:func:`aco_bert.data.text.clean_text_error`) is refused, not routed."""
+    if isinstance(text, str) and not is_blank(text):
+        why = clean_text_error(text)
+        if why is not None:
+            raise ValueError(f"column {text_col!r}: {why}")
         return text
     if not is_missing(messages) and not (isinstance(messages, str) and not messages.strip()):
-        return messages_to_text(messages)
+        out = messages_to_text(messages)
+        why = clean_text_error(out)
+        if why is not None:
+            raise ValueError(f"column {msg_col!r}: {why}")
+        return out
     if isinstance(text, str):
-        raise ValueError(f"empty text in column {text_col!r}")
+        raise ValueError(f"empty text in column {text_col!r}" + ("" if not text.strip() else
+                                                                  " (only zero-width, BOM or control characters)"))
     if is_missing(text):
         raise ValueError(f"no text: neither column {text_col!r} nor {msg_col!r} has a value")
     raise ValueError(f"column {text_col!r} holds a {type(text).__name__}, not text")

@@ -39,7 +39,7 @@ from aco_bert.config import run_verb
 from aco_bert.score.cascade import cascade_rule
 from aco_bert.score.chunk import score_chunk, score_texts
 from aco_bert.score.config import MAX_REPORTED_ERRORS, ScoreConfig, ScoreError, ScoreSummary
-from aco_bert.score.parts import Progress, assemble, bundle_id, write_part
+from aco_bert.score.parts import PartsError, Progress, assemble, bundle_id, output_rows, write_part
 from aco_bert.score.report import evaluate_into, evaluation_input
 from aco_bert.score.rows import ChunkResult, first_record_check, output_schema, resolve_columns
 from aco_bert.score.sources import Chunk, InputError, TableSource, open_table
@@ -98,8 +98,8 @@ def score_dataset(cfg: ScoreConfig, *, router: Any = None, loader: Callable[...,
             raise ScoreError(f"stopped at bad row {row}: {reason} ({len(prog.done)} chunk(s) saved in {parts})",
                              row=row)
         name = prog.part_name(res.index, cfg.format)  # type: ignore[arg-type]
-        write_part(parts / name, res.table, cfg.format)  # type: ignore[arg-type]
-        prog.mark(res, name)
+        check = write_part(parts / name, res.table, cfg.format)  # type: ignore[arg-type]
+        prog.mark(res, name, check)
         bar.update(res.n)
         if on_chunk is not None:
             on_chunk(res)
@@ -131,11 +131,16 @@ def score_dataset(cfg: ScoreConfig, *, router: Any = None, loader: Callable[...,
     finally:
         bar.close()
 
-    names = [prog.done[k]["file"] for k in range(n_chunks)]
-    total = sum(prog.done[k]["rows"] for k in range(n_chunks))
-    if total != n_rows:  # pragma: no cover - guarded by construction; a loud check because rows must never vanish
-        raise RuntimeError(f"parts hold {total} rows but the input has {n_rows}")
-    assemble(parts, names, output, cfg.format, schema)  # type: ignore[arg-type]
+    # Rows must never vanish or repeat: the parts' recorded rows, the rows read back while assembling and the
+    # written output's rows must all equal the input's, or the run fails (never "scored N rows" over a short file).
+    missing = [k for k in range(n_chunks) if k not in prog.done]
+    total = sum(prog.done[k]["rows"] for k in range(n_chunks) if k in prog.done)
+    if missing or total != n_rows:
+        raise PartsError(f"the parts hold {total} rows but the input has {n_rows} (chunks not scored: "
+                         f"{missing[:10]}); rerun the same command")
+    assemble(parts, [prog.done[k] for k in range(n_chunks)], output, cfg.format, schema, n_rows)  # type: ignore
+    if (got := output_rows(output, cfg.format)) != n_rows:  # type: ignore[arg-type]
+        raise PartsError(f"{output} has {got} rows but the input has {n_rows}")
     n_err = sum(prog.done[k]["n_errors"] for k in range(n_chunks))
     errs = [tuple(e) for k in range(n_chunks) for e in prog.done[k]["errors"]][:MAX_REPORTED_ERRORS]
     if not cfg.keep_parts:
@@ -163,10 +168,10 @@ def _bar(cfg: ScoreConfig, src: TableSource):
 
 def run(cfg: ScoreConfig) -> int:
     """The verb: score, print the summary (and the --evaluate table); errors become one line and an exit code
-    (1: stopped at a bad row, 2: the input, bundle or settings are unusable, 130: interrupted, resumable)."""
+    (1: stopped at a bad row or the parts do not add up to the input, 2: the input, bundle or settings are unusable, 130: interrupted, resumable)."""
     try:
         s = score_dataset(cfg)
-    except ScoreError as e:
+    except (ScoreError, PartsError) as e:
         print(f"score: {e}", file=sys.stderr)
         return 1
     except (InputError, ValueError, FileNotFoundError, BundleError) as e:

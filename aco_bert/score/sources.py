@@ -170,7 +170,7 @@ def _csv_blocks(files: list[Path], chunk_size: int, wanted: list[str]) -> Iterat
         present = [c for c in wanted if c in header]
         # Every value as a string, and no "NA"/"null" guessing: a prompt that reads "None" is a prompt.
         reader = pd.read_csv(f, usecols=present or [header[0]], dtype=str, keep_default_na=False,
-                             chunksize=chunk_size, encoding="utf-8", encoding_errors="replace")
+                             chunksize=chunk_size, encoding="utf-8")  # strict: checked by _open_files
         for df in reader:
             n = len(df)
             yield {c: (df[c].tolist() if c in present else [None] * n) for c in wanted}
@@ -179,7 +179,7 @@ def _csv_blocks(files: list[Path], chunk_size: int, wanted: list[str]) -> Iterat
 def _csv_header(f: Path) -> list[str]:
     import csv
 
-    with open(f, newline="", encoding="utf-8", errors="replace") as fh:
+    with open(f, newline="", encoding="utf-8") as fh:
         try:
             return next(csv.reader(fh))
         except StopIteration:
@@ -323,6 +323,13 @@ def _open_files(kind: str, files: list[Path], root: Path, location: str) -> Tabl
             names = pf.schema_arrow.names
             cols = names if cols is None else [c for c in cols if c in names]
     elif kind == "csv":
+        from aco_bert.data.io import utf8_error
+
+        for f in files:  # altered text is refused, never routed with U+FFFD in it (as `data describe` refuses it)
+            if (bad := utf8_error(f)) is not None:
+                line, byte, why = bad
+                raise InputError(f"{f}: invalid UTF-8 ({why}) at byte {byte}, line {line + 1} (row {line - 1}, "
+                                 "0-based after the header); re-save it as UTF-8")
         headers = [_csv_header(f) for f in files]
         cols = headers[0]
         for f, h in zip(files, headers):

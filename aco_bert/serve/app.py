@@ -8,6 +8,7 @@ runs (body too large, invalid UTF-8, invalid JSON), so clients parse one error s
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -24,9 +25,10 @@ from aco_bert.types import Decision, RoutingInputError
 from aco_bert.serve import schemas as S
 from aco_bert.serve.cascade_proxy import CASCADE_MODEL, cascade_completion, check_cascade_request
 from aco_bert.serve.config import ServeConfig
-from aco_bert.serve.engine import RouteArgs, RouteEngine, RouteTimeout
+from aco_bert.serve.auth import ApiKeyGuard, load_key_hashes
+from aco_bert.serve.engine import Overloaded, RouteArgs, RouteEngine, RouteTimeout
 from aco_bert.serve.metrics import ServeMetrics
-from aco_bert.serve.middleware import BodyGuard, MetricsMiddleware, endpoint_label
+from aco_bert.serve.middleware import BodyGuard, ConcurrencyGuard, MetricsMiddleware, endpoint_label
 from aco_bert.serve.proxy import ProxyError, Upstream, forward, make_client, resolve_upstreams
 
 ROUTER_MODEL = "aco-router"
@@ -46,6 +48,7 @@ def error_json(status: int, code: str, message: str, metrics: ServeMetrics | Non
                                                                    else "server_error")
     if status == 503:
         kind = "unavailable"
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # never echo unencodable text back
     err = {"code": code, "message": message, "type": kind}
     err.update({k: v for k, v in extra.items() if v is not None})
     if metrics is not None:
@@ -94,7 +97,9 @@ class _State:
         self.engine = RouteEngine(router, threads=self.config.route_threads, timeout_s=self.config.route_timeout_s,
                                   microbatch=self.config.microbatch, window_ms=self.config.microbatch_window_ms,
                                   microbatch_max=self.config.microbatch_max,
-                                  microbatch_inflight=self.config.microbatch_inflight, metrics=self.metrics)
+                                  microbatch_inflight=self.config.microbatch_inflight, metrics=self.metrics,
+                                  max_queue=self.config.max_queue,
+                                  shed_wait_fraction=self.config.shed_wait_fraction)
         self.verified = bool(verified and getattr(router, "manifest", None))
         b = getattr(router, "bundle_dir", None)
         self.bundle = str(b) if b is not None else None
@@ -117,6 +122,7 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
     if router is None and loader is None:
         raise ValueError("create_app needs a router or a loader")
     config = config or ServeConfig()
+    key_hashes = load_key_hashes(config.api_key_hashes, config.api_keys_file)
     metrics = ServeMetrics()
     st = _State(config, metrics)
     verified = config.verify if verified is None else verified
@@ -141,12 +147,16 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
             if st.engine is not None:
                 st.engine.close()
 
-    app = FastAPI(title="aco_bert routing service", version="1", lifespan=lifespan,
+    # redirect_slashes=False: Starlette's trailing-slash 307 builds Location from the client's Host header
+    app = FastAPI(title="aco_bert routing service", version="1", lifespan=lifespan, redirect_slashes=False,
                   description="Routes each prompt or agent step to the cheapest model tier expected to succeed, "
                               "and proxies OpenAI-compatible chat completions to the chosen tier.")
     app.state.aco = st
     app.add_middleware(BodyGuard, max_bytes=config.max_body_bytes, metrics=metrics,
                        timeout_s=config.body_timeout_s)
+    app.add_middleware(ConcurrencyGuard, limit=config.max_inflight, metrics=metrics)
+    if key_hashes:  # before the body is read: an unauthenticated caller costs no parsing
+        app.add_middleware(ApiKeyGuard, hashes=key_hashes, metrics=metrics, protect_metrics=config.auth_metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost: sees 413s too
 
     # -- error shapes ---------------------------------------------------------------------------------------------
@@ -184,6 +194,11 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
     async def _route_timeout(request: Request, exc: RouteTimeout):
         return error_json(504, "route_timeout", str(exc), metrics, request.url.path)
 
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded):
+        return error_json(503, "overloaded", str(exc), metrics, request.url.path,
+                          headers={"retry-after": str(exc.retry_after_s)})
+
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError):
         return error_json(exc.status, exc.code, exc.message, metrics, request.url.path, **exc.extra)
@@ -194,13 +209,38 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
         if exc.upstream_status is not None:
             headers["x-aco-upstream-status"] = str(exc.upstream_status)
         return error_json(exc.status, exc.code, exc.message, metrics, request.url.path, headers=headers,
-                          upstream_status=exc.upstream_status, upstream_body=exc.upstream_body)
+                          upstream_status=exc.upstream_status, upstream_reason=exc.upstream_reason)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
         return error_json(500, "internal_error", f"{type(exc).__name__}: {exc}", metrics, request.url.path)
 
     # -- helpers --------------------------------------------------------------------------------------------------
+    async def unless_gone(request: Request, work):
+        """Await ``work`` unless the client disconnects first; then cancel it (a call still queued for a thread
+        never runs), so abandoned requests do not keep the server busy."""
+        task = asyncio.ensure_future(work)
+
+        async def gone() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        watch = asyncio.ensure_future(gone())
+        try:
+            await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+        if task.done():
+            try:
+                return task.result()
+            except (ApiError, RoutingInputError, RouteTimeout, Overloaded, StarletteHTTPException):
+                raise
+            except Exception as e:  # answered as a handled 500: an unhandled one makes uvicorn drop the connection
+                raise ApiError(500, "internal_error", f"{type(e).__name__}: {e}") from e
+        task.cancel()
+        metrics.errors.inc(endpoint=endpoint_label(request.url.path), code="client_gone")
+        raise ApiError(499, "client_closed_request", "the client closed the connection before the answer")
+
     def to_args(req: S.RouteRequest | S.RoutingFields | None, text: str) -> tuple[RouteArgs, str | None]:
         prompt, note = cut_chars(text, config.max_prompt_chars)
         n = st.router.spec.n_tiers
@@ -280,17 +320,17 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
                             "pid": os.getpid()}}
 
     @app.post("/v1/route", response_model=S.RouteResponse, responses=_ERRORS, tags=["routing"])
-    async def route(req: S.RouteRequest):
+    async def route(req: S.RouteRequest, request: Request):
         """Choose the cheapest tier expected to succeed for one prompt (or conversation)."""
         router, engine = st.need()
         check_messages(req.messages)
         args, note = to_args(req, req.text())
         t0 = time.perf_counter()
-        d = await engine.route(args)
+        d = await unless_gone(request, engine.route(args))
         return describe(router, d, note, (time.perf_counter() - t0) * 1000, "/v1/route")
 
     @app.post("/v1/route/batch", response_model=S.RouteBatchResponse, responses=_ERRORS, tags=["routing"])
-    async def route_batch(req: S.RouteBatchRequest):
+    async def route_batch(req: S.RouteBatchRequest, request: Request):
         """Route up to ``max_batch`` prompts in one forward pass; one bad item refuses the batch and is named."""
         router, engine = st.need()
         if len(req.items) > config.max_batch:
@@ -301,13 +341,13 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
             check_messages(it.messages)
             pairs.append(to_args(it, it.text()))
         t0 = time.perf_counter()
-        ds = await engine.route_batch([a for a, _ in pairs])
+        ds = await unless_gone(request, engine.route_batch([a for a, _ in pairs]))
         ms = (time.perf_counter() - t0) * 1000
         return {"decisions": [describe(router, d, n, ms, "/v1/route/batch") for d, (_, n) in zip(ds, pairs)],
                 "latency_ms": ms}
 
     @app.post("/v1/escalate", response_model=S.EscalateResponse, responses=_ERRORS, tags=["routing"])
-    async def escalate(req: S.EscalateRequest):
+    async def escalate(req: S.EscalateRequest, request: Request):
         """After running ``tier_run``: keep its answer, or escalate to the next tier. The verdict reads the run's
         trace and, when given, its ``response`` (with ``responses`` of earlier tiers and ``logprobs``)."""
         router, engine = st.need()
@@ -317,8 +357,9 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
             raise ApiError(422, "invalid_input", f"tier_run {req.tier_run} is not a tier in 1..{n}", param="tier_run")
         prompt, _ = cut_chars(req.text(), config.max_prompt_chars)
         t0 = time.perf_counter()
-        e = await engine.escalate(prompt, req.tier_run, req.trace.as_dict(), req.step_type, response=req.response,
-                                  responses=req.earlier(), logprobs=req.logprobs)
+        e = await unless_gone(request, engine.escalate(prompt, req.tier_run, req.trace.as_dict(), req.step_type,
+                                                       response=req.response, responses=req.earlier(),
+                                                       logprobs=req.logprobs))
         metrics.escalations.inc(tier_run=str(req.tier_run), outcome="accept" if e.accept else "escalate")
         out = e.to_dict()
         out["latency_ms"] = (time.perf_counter() - t0) * 1000

@@ -9,6 +9,8 @@ Streaming is *verify-then-stream*: every upstream call is made non-streaming (an
 is complete), and only the accepted text is then sent as OpenAI ``chat.completion.chunk`` events, so the first
 byte waits for the whole cascade. Each upstream call is counted and priced once, when its answer is read (usage x
 the tier's spec prices), so a failure mid-cascade (502/504 naming the tier) never bills an earlier call twice.
+Every call goes through :func:`forward`, so the relay rules (:mod:`aco_bert.serve.relay`: allow-listed headers, no
+error bodies, no redirects, mapped statuses with ``Retry-After``) hold for a cascade exactly as for one call.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ CASCADE_MODEL = "aco-cascade"
 STREAM_CHUNK_CHARS = 32  # characters of the accepted answer per SSE chunk
 # the client's streaming knobs: every upstream call of a cascade is a plain (non-streaming) one
 _STREAM_ONLY_KEYS = ("stream", "stream_options")
+# what :func:`forward` kept is already sanitised by :mod:`aco_bert.serve.relay`; the body is rebuilt here
 _DROP_UPSTREAM_HEADERS = {"content-type", "content-length"}
 
 

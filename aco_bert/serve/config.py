@@ -52,7 +52,21 @@ class ServeConfig:
     upstream_connect_timeout_s: float = 5.0
     upstream_timeout_s: float = 120.0  # read/write timeout per upstream chunk; exceeded -> 504
     body_timeout_s: float = 30.0  # a client that stops sending its request body -> 408 (slow-loris guard)
-    keep_alive_s: int = 5
+    keep_alive_s: int = 5  # an idle keep-alive connection is closed after this (uvicorn timeout_keep_alive)
+    header_timeout_s: float = 10.0  # request line + headers not complete this long after connect -> closed
+    # -- connection limits and backpressure (uvicorn's own settings, plus what uvicorn lacks)
+    max_inflight: int = 256  # requests in flight per worker; one more -> 503 + Retry-After (probes exempt)
+    limit_concurrency: int | None = None  # uvicorn limit_concurrency: connections+tasks cap (counts idle ones; 503)
+    backlog: int = 2048  # uvicorn backlog: pending TCP connections the kernel queues
+    h11_max_incomplete_event_size: int = 16_384  # bytes of request line + headers (larger -> 400)
+    limit_max_requests: int | None = None  # uvicorn limit_max_requests: a worker exits after this many requests
+    max_queue: int = 1024  # routing calls waiting for a thread; one more -> 503 + Retry-After
+    shed_wait_fraction: float = 0.8  # shed (503 + Retry-After) when the expected queue wait exceeds this share of
+    # route_timeout_s (0: never shed on expected wait)
+    # -- client authentication
+    api_key_hashes: list[str] = field(default_factory=list)  # sha256 hex of accepted client keys (never the keys)
+    api_keys_file: str | None = None  # file of sha256 hex hashes, one a line (# comments)
+    auth_metrics: bool = True  # /metrics needs a key too when keys are configured (/healthz, /readyz never do)
     # -- concurrency
     route_threads: int = 4  # threads running ONNX sessions (InferenceSession.run is thread-safe)
     ort_threads: int | None = None  # ONNX Runtime intra-op threads per run (None: $ACO_BERT_ORT_THREADS / ORT default)
@@ -79,10 +93,17 @@ class ServeConfig:
             ups[str(k)] = v
         self.upstreams = ups
         for name in ("max_body_bytes", "max_prompt_chars", "max_batch", "max_messages", "route_threads",
-                     "microbatch_max", "microbatch_inflight", "workers"):
+                     "microbatch_max", "microbatch_inflight", "workers", "max_inflight", "max_queue", "backlog",
+                     "h11_max_incomplete_event_size", "keep_alive_s"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"serve config: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("route_timeout_s", "upstream_connect_timeout_s", "upstream_timeout_s", "body_timeout_s"):
+        for name in ("limit_concurrency", "limit_max_requests"):
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
+                raise ValueError(f"serve config: {name} must be >= 1 or null, got {getattr(self, name)}")
+        if not 0 <= float(self.shed_wait_fraction) <= 10:
+            raise ValueError(f"serve config: shed_wait_fraction must be in [0, 10], got {self.shed_wait_fraction}")
+        for name in ("route_timeout_s", "upstream_connect_timeout_s", "upstream_timeout_s", "body_timeout_s",
+                     "header_timeout_s"):
             if float(getattr(self, name)) <= 0:
                 raise ValueError(f"serve config: {name} must be > 0, got {getattr(self, name)}")
         if self.microbatch_window_ms < 0:
@@ -92,12 +113,15 @@ class ServeConfig:
 def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``ACO_SERVE_MAX_BODY_BYTES=2000`` -> ``{"max_body_bytes": "2000"}`` for every scalar field of ServeConfig."""
     environ = os.environ if environ is None else environ
-    names = {f.name for f in dataclasses.fields(ServeConfig)} - {"upstreams"}
+    names = {f.name for f in dataclasses.fields(ServeConfig)} - {"upstreams", "api_key_hashes"}
     out: dict[str, Any] = {}
     for name in names:
         key = ENV_PREFIX + name.upper()
         if key in environ and environ[key] != "":
             out[name] = environ[key]
+    hashes = environ.get(ENV_PREFIX + "API_KEY_HASHES", "")  # comma-separated sha256 hex digests
+    if hashes.strip():
+        out["api_key_hashes"] = [h.strip() for h in hashes.split(",") if h.strip()]
     return out
 
 

@@ -9,6 +9,8 @@ forward pass), trading a few milliseconds of latency for throughput when many ag
 from __future__ import annotations
 
 import asyncio
+import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +22,14 @@ from aco_bert.serve.metrics import ServeMetrics
 
 class RouteTimeout(Exception):
     """The router did not answer within ``route_timeout_s`` (-> HTTP 504)."""
+
+
+class Overloaded(Exception):
+    """Refused before queueing: the queue is full or would wait past the route timeout (-> 503 + Retry-After)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
 
 
 @dataclass
@@ -43,9 +53,14 @@ class BatchItemError(RoutingInputError):
 class RouteEngine:
     def __init__(self, router: Any, *, threads: int = 4, timeout_s: float = 10.0, microbatch: bool = False,
                  window_ms: float = 0.0, microbatch_max: int = 32, microbatch_inflight: int = 2,
-                 metrics: ServeMetrics | None = None) -> None:
+                 metrics: ServeMetrics | None = None, max_queue: int = 1024, shed_wait_fraction: float = 0.8) -> None:
         self.router = router
         self.timeout_s = timeout_s
+        self.threads, self.max_queue, self.shed_wait_fraction = threads, max_queue, shed_wait_fraction
+        self._lock = threading.Lock()
+        self._service_s: dict[str, float] = {}  # moving average of one call's run time, by kind
+        self._queued = 0  # calls submitted to the pool and not finished
+        self._busy_s = 0.0  # expected seconds of work those calls hold
         self.metrics = metrics or ServeMetrics()
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="aco-route")
         self.batcher = (MicroBatcher(self, window_ms / 1000.0, microbatch_max, microbatch_inflight)
@@ -54,10 +69,48 @@ class RouteEngine:
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _run(self, kind: str, fn: Callable, *args, **kwargs):
-        loop = asyncio.get_running_loop()
+    # -- admission (load shedding) -----------------------------------------------------------------------------
+    def expected_s(self, kind: str) -> float:
+        """Moving average run time of one ``kind`` call (0 until one has run)."""
+        return self._service_s.get(kind, 0.0)
+
+    def check_wait(self, wait_s: float, own_s: float, queued: int) -> None:
+        """Refuse now (503) rather than queue a call that would wait past the route timeout or overfill the queue."""
+        if queued >= self.max_queue:
+            raise Overloaded(f"routing queue is full ({queued} calls waiting, max_queue {self.max_queue})",
+                             max(wait_s, 1.0))
+        if self.shed_wait_fraction > 0 and own_s > 0 and wait_s + own_s > self.shed_wait_fraction * self.timeout_s:
+            raise Overloaded(f"routing queue would wait ~{wait_s:.1f} s, past {self.shed_wait_fraction:g} x the "
+                             f"{self.timeout_s:g} s route timeout; retry later", wait_s)
+
+    def _release(self, est: float) -> None:
+        with self._lock:
+            self._queued -= 1
+            self._busy_s = max(0.0, self._busy_s - est)
+
+    async def _run(self, kind: str, fn: Callable, *args, _admit: bool = True, **kwargs):
+        """Run ``fn`` in the pool within the route timeout; a call still queued when its caller gives up (timeout,
+        client gone) is cancelled before it starts, so abandoned work does not hold the pool."""
+        est = self.expected_s(kind)
+        if _admit:
+            self.check_wait(self._busy_s / self.threads, est, self._queued)
+        with self._lock:
+            self._queued += 1
+            self._busy_s += est
+
+        def work():
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                dt = time.perf_counter() - t
+                old = self._service_s.get(kind)
+                self._service_s[kind] = dt if old is None else 0.8 * old + 0.2 * dt
+
         t0 = time.perf_counter()
-        fut = loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+        cf = self.executor.submit(work)
+        cf.add_done_callback(lambda _: self._release(est))  # runs when it ends or is cancelled before starting
+        fut = asyncio.wrap_future(cf)
         try:
             return await asyncio.wait_for(fut, self.timeout_s)
         except asyncio.TimeoutError as e:
@@ -125,6 +178,10 @@ class MicroBatcher:
         self._tasks: set[asyncio.Task] = set()
 
     async def submit(self, a: RouteArgs) -> Decision:
+        eng = self.engine
+        own = eng.expected_s("microbatch") or eng.expected_s("route")
+        ahead = self._inflight + len(self._pending) // self.max_items  # batches to run before this one's
+        eng.check_wait(ahead * own / max(1, min(self.max_inflight, eng.threads)), own, len(self._pending))
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending.append((a, fut))
         self._kick()
@@ -165,20 +222,26 @@ class MicroBatcher:
         eng.metrics.batch_size.observe(len(live))
         try:
             if len(live) == 1:
-                results: list[Any] = [await eng._run("route", eng._route_one, live[0][0])]
+                results: list[Any] = [await eng._run("route", eng._route_one, live[0][0], _admit=False)]
             else:
                 try:
                     results = await eng._run("microbatch", eng.router.route_batch, [a.prompt for a, _ in live],
                                              step_types=[a.step_type for a, _ in live],
                                              domains=[a.domain for a, _ in live],
                                              budgets=[a.budget for a, _ in live],
-                                             min_tiers=[a.min_tier for a, _ in live])
-                except RoutingInputError:
+                                             min_tiers=[a.min_tier for a, _ in live],
+                                             metadata=[a.metadata for a, _ in live], _admit=False)
+                except RouteTimeout:
+                    raise
+                except Exception:  # any item-caused failure: isolate it, each caller gets its own answer or error
                     results = []
-                    for a, _ in live:  # isolate the bad item(s): each caller gets its own answer or error
+                    for a, f in live:
+                        if f.done():
+                            results.append(None)
+                            continue
                         try:
-                            results.append(await eng._run("route", eng._route_one, a))
-                        except (RoutingInputError, RouteTimeout) as e:
+                            results.append(await eng._run("route", eng._route_one, a, _admit=False))
+                        except Exception as e:
                             results.append(e)
         except BaseException as e:  # timeout or a router failure: every waiting caller sees it
             for _, f in live:

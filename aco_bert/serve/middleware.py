@@ -12,6 +12,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aco_bert.data.text import invalid_unicode_in, may_hold_surrogates
 from aco_bert.serve.metrics import ServeMetrics
 
 PATHS = ("/v1/route", "/v1/route/batch", "/v1/escalate", "/healthz", "/readyz", "/v1/router", "/metrics",
@@ -23,12 +24,27 @@ def endpoint_label(path: str) -> str:
     return path if path in PATHS else "other"
 
 
-async def send_error(send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": {"code": code, "message": message, "type": "invalid_request_error"}}).encode()
+async def send_error(send: Send, status: int, code: str, message: str,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    kind = "unavailable" if status == 503 else "invalid_request_error"
+    body = json.dumps({"error": {"code": code, "message": message, "type": kind}}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close")] + list(headers or [])})
     await send({"type": "http.response.body", "body": body})
+
+
+def body_text_problem(body: str) -> str | None:
+    """The first string (key or value) of a JSON body that is not valid Unicode -- a lone surrogate escape such as
+    ``"\\ud800"`` is valid JSON but reached the tokeniser and failed there (500s, for batch-mates too). Cheap for
+    ordinary bodies: only one holding a surrogate escape is parsed here (unparseable: left to the endpoint)."""
+    if not may_hold_surrogates(body):
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return invalid_unicode_in(data)
 
 
 class BodyGuard:
@@ -76,11 +92,15 @@ class BodyGuard:
                 break
         data = b"".join(chunks)
         try:
-            data.decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError as e:
             self.metrics.errors.inc(endpoint=path, code="invalid_utf8")
             return await send_error(send, 400, "invalid_utf8",
                                      f"request body is not valid UTF-8 (byte {e.start}: {e.reason})")
+        bad = body_text_problem(text)
+        if bad:
+            self.metrics.errors.inc(endpoint=path, code="invalid_text")
+            return await send_error(send, 400, "invalid_text", f"request holds text that is not valid Unicode: {bad}")
         replayed = False
 
         async def replay() -> Message:
@@ -92,6 +112,32 @@ class BodyGuard:
 
         await self.app(scope, replay, send)
 
+
+
+class ConcurrencyGuard:
+    """Pure ASGI: at most ``limit`` requests in flight (probes and /metrics exempt); one more -> 503 with
+    ``Retry-After`` at once, so an overloaded server says so instead of answering late (uvicorn's own
+    ``limit_concurrency`` counts idle connections too and answers without ``Retry-After``)."""
+
+    EXEMPT = ("/healthz", "/readyz", "/metrics")
+
+    def __init__(self, app: ASGIApp, limit: int, metrics: ServeMetrics, retry_after_s: int = 1) -> None:
+        self.app, self.limit, self.metrics, self.retry_after = app, limit, metrics, str(max(1, int(retry_after_s)))
+        self.inflight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.EXEMPT:
+            return await self.app(scope, receive, send)
+        if self.inflight >= self.limit:
+            self.metrics.errors.inc(endpoint=endpoint_label(scope.get("path", "")), code="overloaded")
+            return await send_error(send, 503, "overloaded",
+                                    f"{self.inflight} requests in flight (limit {self.limit}); retry later",
+                                    headers=[(b"retry-after", self.retry_after.encode())])
+        self.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1
 
 
 class MetricsMiddleware:

@@ -2,8 +2,10 @@
 
 The client talks to one endpoint with ``model: "aco-router"``; the service picks the tier, rewrites ``model`` to the
 tier's upstream model id, adds that upstream's key (read from the environment, never from config or logs) and
-relays the answer byte for byte, including server-sent-event streams. Upstream failures become 502 carrying the
-upstream status (504 on timeout), so a client never waits on a dead upstream longer than the configured timeouts.
+relays the answer byte for byte, including server-sent-event streams, under the relay rules of
+:mod:`aco_bert.serve.relay` (allow-listed headers; upstream failures mapped to a status + short reason, never
+their bodies; redirects never followed; 504 on timeout), so a client never waits on a dead upstream longer than the
+configured timeouts and never sees what the upstream says about the proxy's credential.
 """
 
 from __future__ import annotations
@@ -20,21 +22,10 @@ from starlette.responses import Response, StreamingResponse
 
 from aco_bert.serve.config import ServeConfig, UpstreamConfig
 from aco_bert.serve.metrics import ServeMetrics
+from aco_bert.serve.relay import MAX_ERROR_BODY, ProxyError, relay_headers, upstream_failure
 
-MAX_ERROR_BODY = 64 * 1024  # bytes of an upstream error body relayed back to the client
-# Hop-by-hop and length headers are the proxy's business, not the upstream's.
-_DROP_RESPONSE_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding",
-                          "server", "date"}
-
-
-class ProxyError(Exception):
-    """An upstream problem reported to the client: status (502/503/504), code, message, upstream status."""
-
-    def __init__(self, status: int, code: str, message: str, upstream_status: int | None = None,
-                 upstream_body: Any = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.upstream_status, self.upstream_body = upstream_status, upstream_body
+__all__ = ["ProxyError", "Upstream", "forward", "make_client", "resolve_upstreams"]
+REDACTED = b"[redacted]"  # what replaces the upstream credential wherever an upstream answer echoes it
 
 
 @dataclass
@@ -81,15 +72,9 @@ def resolve_upstreams(spec: Any, config: ServeConfig) -> dict[int, Upstream]:
 def make_client(config: ServeConfig) -> httpx.AsyncClient:
     timeout = httpx.Timeout(config.upstream_timeout_s, connect=config.upstream_connect_timeout_s)
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-    # trust_env=False: proxies from the environment must not silently reroute model traffic.
+    # trust_env=False: proxies from the environment must not silently reroute model traffic; follow_redirects=False:
+    # a redirect would carry the credential to wherever the upstream points (the relay answers 502 instead).
     return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False, follow_redirects=False)
-
-
-def _parse_error_body(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return raw[:MAX_ERROR_BODY].decode("utf-8", "replace")
 
 
 async def forward(client: httpx.AsyncClient, up: Upstream, body: dict[str, Any], metrics: ServeMetrics) -> Response:
@@ -113,15 +98,15 @@ async def forward(client: httpx.AsyncClient, up: Upstream, body: dict[str, Any],
                          f"tier {up.tier} upstream did not answer in time ({type(e).__name__})") from e
     except httpx.HTTPError as e:
         metrics.upstream.inc(tier=tier, status="unreachable")
-        raise ProxyError(502, "upstream_unreachable",
-                         f"tier {up.tier} upstream unreachable: {type(e).__name__}: {e}") from e
+        raise ProxyError(502, "upstream_unreachable",  # the exception's text may name internal hosts: type only
+                         f"tier {up.tier} upstream unreachable ({type(e).__name__})") from e
     metrics.upstream_latency.observe(time.perf_counter() - t0, tier=tier)
     metrics.upstream.inc(tier=tier, status=str(resp.status_code))
 
-    if resp.status_code >= 400:
+    if not 200 <= resp.status_code < 300:  # 3xx included: never followed, never relayed
+        raw = b""
         try:
-            raw = b""
-            async for chunk in resp.aiter_raw():
+            async for chunk in resp.aiter_bytes():
                 raw += chunk
                 if len(raw) >= MAX_ERROR_BODY:
                     break
@@ -129,12 +114,11 @@ async def forward(client: httpx.AsyncClient, up: Upstream, body: dict[str, Any],
             pass
         finally:
             await resp.aclose()
-        raise ProxyError(502, "upstream_error", f"tier {up.tier} upstream answered HTTP {resp.status_code}",
-                         upstream_status=resp.status_code, upstream_body=_parse_error_body(raw))
+        raise upstream_failure(up.tier, resp.status_code, resp.headers, raw[:MAX_ERROR_BODY], secret=key)
 
-    out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in _DROP_RESPONSE_HEADERS}
+    out_headers = relay_headers(resp.headers, secret=key)
     out_headers["x-aco-upstream-status"] = str(resp.status_code)
-    media_type = resp.headers.get("content-type")
+    media_type = out_headers.get("content-type")
 
     if not payload.get("stream"):
         try:
@@ -142,15 +126,17 @@ async def forward(client: httpx.AsyncClient, up: Upstream, body: dict[str, Any],
         except httpx.TimeoutException as e:
             raise ProxyError(504, "upstream_timeout", f"tier {up.tier} upstream stalled mid-answer") from e
         except httpx.HTTPError as e:
-            raise ProxyError(502, "upstream_unreachable", f"tier {up.tier} upstream broke mid-answer: {e}") from e
+            raise ProxyError(502, "upstream_unreachable", f"tier {up.tier} upstream broke mid-answer ({type(e).__name__})") from e
         finally:
             await resp.aclose()
+        if key and key.encode() in content:  # an upstream echoing the credential in an answer: never relayed
+            content = content.replace(key.encode(), REDACTED)
         return Response(content=content, status_code=resp.status_code, headers=out_headers, media_type=media_type)
 
     async def relay() -> AsyncIterator[bytes]:
         try:
-            async for chunk in resp.aiter_raw():
-                yield chunk
+            async for chunk in resp.aiter_bytes():  # decoded: content-encoding is not relayed
+                yield chunk.replace(key.encode(), REDACTED) if key else chunk  # best effort within a chunk
         except httpx.HTTPError as e:  # headers are gone already: report in-band as an SSE error event
             metrics.errors.inc(endpoint="/v1/chat/completions", code="upstream_stream_broken")
             err = {"error": {"code": "upstream_stream_broken", "type": "upstream_error",

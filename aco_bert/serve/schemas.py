@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from aco_bert.data.messages import content_text, messages_to_text
 from aco_bert.runtime.inputs import MAX_LOGPROBS, MAX_RESPONSE_CHARS
+from aco_bert.data.text import is_blank
 
 _STRICT = ConfigDict(strict=True, extra="forbid")
 
@@ -87,8 +88,8 @@ class PromptFields(BaseModel):
     def _one_text(self):
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of 'prompt' or 'messages'")
-        if not self.text().strip():
-            raise ValueError("prompt is empty (blank or whitespace-only text)")
+        if is_blank(self.text()):
+            raise ValueError("prompt is empty (only whitespace, zero-width, BOM, NUL or other invisible characters)")
         return self
 
     def text(self) -> str:
@@ -218,8 +219,9 @@ class ChatCompletionRequest(BaseModel):
 
     @model_validator(mode="after")
     def _text(self):
-        if not messages_text(self.messages).strip():
-            raise ValueError("messages carry no text to route on")
+        if is_blank(messages_text(self.messages)):
+            raise ValueError("messages carry no text to route on (empty prompt: only whitespace or invisible "
+                             "characters)")
         return self
 
 

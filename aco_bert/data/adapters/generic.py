@@ -15,7 +15,11 @@ Two layouts, in ``.jsonl``, ``.csv`` or ``.parquet``:
 
 A long table's ``response`` column is read as is. Responses are post-run traces: only the cascade reads them.
 
-The layout is detected (a ``model`` and a ``success`` column mean long, otherwise wide) or given as ``format=``.
+The layout is detected (a ``model`` column means long, otherwise wide) or given as ``format=``; a long file
+without ``success`` is an error ("missing column success"), never read as a wide one with a model named "model".
+
+Success must lie in [0, 1]; ``clip_success=True`` (``--clip_success``) clips values outside it (e.g. a -0.033
+from a noisy grader) instead of refusing the file, and counts them in ``skipped`` and ``extras["clipped_success"]``.
 
 Errors are :class:`~aco_bert.data.schema.DataError` naming the file, the row and the reason. **Rows are 0-based data
 rows**, the convention of every adapter in this package: for JSONL the 0-based line index (line ``row + 1`` in an
@@ -32,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from aco_bert.data.adapters.routerbench import parse_response
-from aco_bert.data.io import read_jsonl
+from aco_bert.data.io import csv_utf8_check, read_jsonl
 from aco_bert.data.schema import CANONICAL_COLUMNS, PROMPT_META_COLUMNS, DataError, OutcomeTable, validate_table
 
 
@@ -54,20 +58,27 @@ def read_records(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
         pairs = list(read_jsonl(p))
         return pd.DataFrame.from_records([r for _, r in pairs]), np.asarray([i for i, _ in pairs], dtype=int)
     if suffix == ".csv":
+        csv_utf8_check(p)
         try:
             # keep_default_na=False + explicit na_values: an empty cell is missing, but "NA" as a prompt stays text.
             df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""])
+        except pd.errors.EmptyDataError:
+            raise DataError("empty file: no header and no records", file=p) from None
         except (pd.errors.ParserError, UnicodeDecodeError) as e:
             raise DataError(f"unreadable CSV: {e}", file=p) from e
         return df, np.arange(len(df))
     if suffix == ".parquet":
-        df = pd.read_parquet(p)
+        try:
+            df = pd.read_parquet(p)
+        except (OSError, ValueError) as e:  # a truncated or non-parquet file: pyarrow's ArrowInvalid is a ValueError
+            raise DataError(f"unreadable parquet: {e}", file=p) from e
         return df, np.arange(len(df))
     raise DataError(f"unsupported file type {suffix!r}; expected .jsonl, .csv or .parquet", file=p)
 
 
 def detect_format(columns: list[str]) -> str:
-    return "long" if "model" in columns and "success" in columns else "wide"
+    """Long when there is a ``model`` column (its ``success`` is then required), otherwise wide."""
+    return "long" if "model" in columns else "wide"
 
 
 def _validate(df: pd.DataFrame, rows: np.ndarray, file: str) -> pd.DataFrame:
@@ -80,8 +91,10 @@ def _validate(df: pd.DataFrame, rows: np.ndarray, file: str) -> pd.DataFrame:
         raise
 
 
-def _check_success(s: pd.Series, rows: np.ndarray, file: str, what: str) -> pd.Series:
-    """Numeric success in [0, 1] or missing; errors name the row and, via ``what``, the column."""
+def _check_success(s: pd.Series, rows: np.ndarray, file: str, what: str, clip: bool = False,
+                   clipped: dict[str, int] | None = None) -> pd.Series:
+    """Numeric success in [0, 1] or missing; errors name the row and, via ``what``, the column. With ``clip``,
+    values outside [0, 1] are clipped and counted in ``clipped[what]`` instead."""
     num = pd.to_numeric(s, errors="coerce")
     present = s.notna() & (s.astype("string").str.strip() != "")
     bad = present & num.isna()
@@ -89,18 +102,38 @@ def _check_success(s: pd.Series, rows: np.ndarray, file: str, what: str) -> pd.S
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(f"{what}non-numeric success {_val(s.iloc[i])!r}", file=file, row=int(rows[i]))
     out_of = present & ((num < 0) | (num > 1))
+    if out_of.any() and clip:
+        if clipped is not None:
+            clipped[what or "success"] = int(out_of.sum())
+        return num.clip(0.0, 1.0).where(present)
     if out_of.any():
         i = int(np.flatnonzero(out_of.to_numpy())[0])
-        raise DataError(f"{what}success {_val(s.iloc[i])!r} is not in [0, 1]", file=file, row=int(rows[i]))
+        raise DataError(f"{what}success {_val(s.iloc[i])!r} is not in [0, 1] (pass clip_success=True / "
+                        "--clip_success to clip such values)", file=file, row=int(rows[i]))
     return num.where(present)
 
 
-def load_long(df: pd.DataFrame, rows: np.ndarray, *, file: str, name: str) -> OutcomeTable:
+def _clip_record(clipped: dict[str, int], skipped: dict[str, int], extras: dict[str, Any]) -> None:
+    if clipped:
+        n = sum(clipped.values())
+        skipped["success values outside [0, 1] clipped (kept)"] = n
+        extras["clipped_success"] = dict(clipped)
+
+
+def load_long(df: pd.DataFrame, rows: np.ndarray, *, file: str, name: str, clip_success: bool = False
+              ) -> OutcomeTable:
+    if "success" not in df.columns:
+        raise DataError(f"missing required column(s) ['success']: missing column success (a long file, one row per "
+                        f"prompt x model: it has a 'model' column or format='long'); have {list(df.columns)}", file=file)
     ignored = [c for c in df.columns if c not in CANONICAL_COLUMNS]
-    if "success" in df.columns:
-        _check_success(df["success"].reset_index(drop=True), rows, file, "")
+    clipped: dict[str, int] = {}
+    succ = _check_success(df["success"].reset_index(drop=True), rows, file, "", clip_success, clipped)
+    if clipped:
+        df = df.reset_index(drop=True).assign(success=succ)
     out = _validate(df.drop(columns=ignored), rows, file)
     extras: dict[str, Any] = {"format": "long"}
+    skipped: dict[str, int] = {}
+    _clip_record(clipped, skipped, extras)
     # An extra column with one value per prompt is per-prompt metadata (e.g. SWE-bench's `difficulty`, an
     # auxiliary training target): kept as prompt_meta. Anything that varies within a prompt is ignored and listed.
     meta: dict[str, dict[str, Any]] = {}
@@ -114,10 +147,11 @@ def load_long(df: pd.DataFrame, rows: np.ndarray, *, file: str, name: str) -> Ou
         extras["prompt_meta"] = meta
     if ignored:
         extras["ignored_columns"] = ignored
-    return OutcomeTable(out, name=name, extras=extras)
+    return OutcomeTable(out, name=name, skipped=skipped, extras=extras)
 
 
-def load_wide(df: pd.DataFrame, rows: np.ndarray, *, file: str, name: str) -> OutcomeTable:
+def load_wide(df: pd.DataFrame, rows: np.ndarray, *, file: str, name: str, clip_success: bool = False
+              ) -> OutcomeTable:
     missing = [c for c in WIDE_ID_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"missing required column(s) {missing} for the wide format; have {list(df.columns)}",
@@ -139,7 +173,8 @@ def load_wide(df: pd.DataFrame, rows: np.ndarray, *, file: str, name: str) -> Ou
             ignored.append(c)
     df = df.reset_index(drop=True)
     # Check every success cell here, so the error names the model column as well as the row.
-    succ = {m: _check_success(df[m], rows, file, f"model column {m!r}: ") for m in models}
+    clipped: dict[str, int] = {}
+    succ = {m: _check_success(df[m], rows, file, f"model column {m!r}: ", clip_success, clipped) for m in models}
     P = len(df)
     frames, row_of = [], []
     for m in models:
@@ -152,6 +187,8 @@ def load_wide(df: pd.DataFrame, rows: np.ndarray, *, file: str, name: str) -> Ou
         frames.append(part[has])
         row_of.append(rows[:P][has])
     long = pd.concat(frames, ignore_index=True)
+    if len(long) == 0:
+        raise DataError(f"no outcomes: every success cell of the {len(models)} model column(s) is empty", file=file)
     long_rows = np.concatenate(row_of) if row_of else np.zeros(0, dtype=int)
     # Sort by file row so the first bad row reported is the first in the file.
     order = np.argsort(long_rows, kind="stable")
@@ -162,12 +199,14 @@ def load_wide(df: pd.DataFrame, rows: np.ndarray, *, file: str, name: str) -> Ou
     if ignored:
         extras["ignored_columns"] = ignored
     skipped = {"empty prompt x model success cells": n_missing} if n_missing else {}
+    _clip_record({k.removeprefix("model column ").rstrip(": "): v for k, v in clipped.items()}, skipped, extras)
     return OutcomeTable(out, name=name, skipped=skipped, extras=extras)
 
 
 def load_generic(path: str | Path, *, format: str | None = None, name: str | None = None,
-                 models: list[str] | None = None) -> OutcomeTable:
-    """Load a generic long or wide outcome file (see the module docstring); ``models`` keeps only those."""
+                 models: list[str] | None = None, clip_success: bool = False) -> OutcomeTable:
+    """Load a generic long or wide outcome file (see the module docstring); ``models`` keeps only those;
+    ``clip_success`` clips success outside [0, 1] (counted) instead of refusing the file."""
     p = str(path)
     if format not in (None, "long", "wide"):
         raise ValueError(f"format must be 'long', 'wide' or None (detect), got {format!r}")
@@ -176,7 +215,8 @@ def load_generic(path: str | Path, *, format: str | None = None, name: str | Non
         raise DataError("no records", file=p)
     fmt = format or detect_format([str(c) for c in df.columns])
     nm = name or Path(p).stem
-    table = load_long(df, rows, file=p, name=nm) if fmt == "long" else load_wide(df, rows, file=p, name=nm)
+    load = load_long if fmt == "long" else load_wide
+    table = load(df, rows, file=p, name=nm, clip_success=clip_success)
     if models is not None:
         table = table.select_models(models)
     return table

@@ -32,6 +32,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from aco_bert.data.io import csv_utf8_check
 from aco_bert.data.schema import DataError, OutcomeTable, rows_to_table
 
 
@@ -68,10 +69,17 @@ def read_wide(path: str | Path, *, allow_pickle: bool = False) -> pd.DataFrame:
             df["_orig_index"] = np.arange(len(df))
         return df
     if low.endswith(".parquet"):
-        df = pd.read_parquet(p)
+        try:
+            df = pd.read_parquet(p)
+        except (OSError, ValueError) as e:
+            raise DataError(f"unreadable parquet: {e}", file=p) from e
     elif low.endswith(".csv") or p.startswith(("http://", "https://")):
+        if not p.startswith(("http://", "https://")):
+            csv_utf8_check(p)
         try:
             df = pd.read_csv(p)
+        except pd.errors.EmptyDataError:
+            raise DataError("empty file: no header and no rows", file=p) from None
         except (pd.errors.ParserError, UnicodeDecodeError) as e:
             raise DataError(f"unreadable CSV: {e}", file=p) from e
     else:

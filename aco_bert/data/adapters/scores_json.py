@@ -31,6 +31,7 @@ import pandas as pd
 from aco_bert.data.io import iter_jsonl
 from aco_bert.data.prices import PriceTable
 from aco_bert.data.schema import DataError, OutcomeTable, rows_to_table
+from aco_bert.data.text import clean_text_error, unicode_error
 
 CHARS_PER_TOKEN = 4.0
 ASSUMED_OUTPUT_TOKENS = 256
@@ -53,8 +54,14 @@ def _open_text(path_or_url: str) -> str:
 
         with urllib.request.urlopen(path_or_url, timeout=120) as r:  # noqa: S310 - pinned public URL
             return r.read().decode("utf-8")
-    with open(path_or_url, encoding="utf-8") as f:
-        return f.read()
+    with open(path_or_url, "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:  # name where, not just the codec's complaint
+        line = raw[:e.start].count(b"\n")
+        raise DataError(f"invalid UTF-8 at byte {e.start} (line {line + 1}): {e.reason}", file=path_or_url
+                        ) from None
 
 
 def read_scores(path: str | Path) -> tuple[list[str], list[dict[str, float]], list[dict[str, Any]]]:
@@ -66,7 +73,10 @@ def read_scores(path: str | Path) -> tuple[list[str], list[dict[str, float]], li
         raise DataError(f"invalid JSON: {e}", file=p) from e
     if not isinstance(data, list):
         raise DataError(f"expected a JSON list of {{question, scores}} records, got {type(data).__name__}", file=p)
+    if not data:
+        raise DataError("no records (an empty list)", file=p)
     questions, scores, others = [], [], []
+    seen: dict[str, int] = {}
     for i, rec in enumerate(data):
         if not isinstance(rec, dict):
             raise DataError(f"record is a {type(rec).__name__}, not an object", file=p, row=i)
@@ -76,6 +86,11 @@ def read_scores(path: str | Path) -> tuple[list[str], list[dict[str, float]], li
         q = rec["question"]
         if not isinstance(q, str) or not q.strip():
             raise DataError("empty or non-string question", file=p, row=i)
+        if (why := clean_text_error(q)) is not None:
+            raise DataError(f"question: {why}", file=p, row=i)
+        if q in seen:  # a second copy would count one question twice in every rate (or disagree with the first)
+            raise DataError(f"duplicate record: the same question as row {seen[q]}", file=p, row=i)
+        seen[q] = i
         sc = rec["scores"]
         if isinstance(sc, str):
             try:
@@ -86,6 +101,8 @@ def read_scores(path: str | Path) -> tuple[list[str], list[dict[str, float]], li
             raise DataError("scores is not a non-empty model -> score mapping", file=p, row=i)
         clean: dict[str, float] = {}
         for m, v in sc.items():
+            if isinstance(m, str) and (why := unicode_error(m)):
+                raise DataError(f"model name is {why}", file=p, row=i)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise DataError(f"score of {m!r} is {v!r}, not a number", file=p, row=i)
             if not 0.0 <= v <= 1.0:

@@ -1,0 +1,97 @@
+"""The HTTP server around the app: uvicorn configured from :class:`ServeConfig`, plus the one guard it lacks.
+
+uvicorn 0.54 has connection/keep-alive/backlog/header-size/max-requests settings but no timeout before the first
+request line: a socket that connects and sends nothing stays open forever (a flood of them exhausts file
+descriptors). :class:`HeaderTimeoutH11Protocol` closes a connection whose request line + headers are not complete
+within ``header_timeout_s`` of connecting (or of its previous response), which also bounds slow-loris headers.
+Tests, the CLI and ``--workers N`` all build the server through :func:`uvicorn_config`, so they run the same limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from typing import Any
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from aco_bert.serve.config import ServeConfig
+
+
+class HeaderTimeoutH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request's headers (``config.aco_header_timeout_s``)."""
+
+    def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.header_timeout_s: float | None = getattr(config, "aco_header_timeout_s", None)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def _arm(self) -> None:
+        self._disarm()
+        if self.header_timeout_s:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_overdue)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_overdue(self) -> None:
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()  # quietly: a flood of these must not flood the log either
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # headers complete: the body has its own timeout (BodyGuard)
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()  # the next request on this keep-alive connection gets the same deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+def uvicorn_config(app: Any, config: ServeConfig, **kw: Any) -> uvicorn.Config:
+    """A uvicorn Config carrying every limit of ``config``; ``kw`` overrides (e.g. ``factory=True``)."""
+    opts: dict[str, Any] = dict(
+        host=config.host, port=config.port, log_level=config.log_level, access_log=False,
+        http=HeaderTimeoutH11Protocol, timeout_keep_alive=config.keep_alive_s,
+        limit_concurrency=config.limit_concurrency, backlog=config.backlog,
+        h11_max_incomplete_event_size=config.h11_max_incomplete_event_size,
+        limit_max_requests=config.limit_max_requests)
+    opts.update(kw)
+    cfg = uvicorn.Config(app, **opts)
+    cfg.aco_header_timeout_s = config.header_timeout_s  # type: ignore[attr-defined]  (read by the protocol)
+    return cfg
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-file limit to the hard one (idle-socket floods hit the soft limit first)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
+
+
+def serve(config: ServeConfig, app: Any = None) -> None:
+    """Run the server: ``app`` in this process, or ``config.workers`` processes each building the app from the
+    environment (:func:`aco_bert.serve.app.app_from_env`), all with the same limits."""
+    raise_fd_limit()
+    if config.workers == 1 and app is not None:
+        uvicorn.Server(uvicorn_config(app, config)).run()
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    cfg = uvicorn_config("aco_bert.serve.app:app_from_env", config, factory=True, workers=config.workers)
+    Multiprocess(cfg, sockets=[cfg.bind_socket()]).run()
