@@ -1,8 +1,10 @@
 """Choosing a cascade on training prompts: which ladder of tiers, what runs first, when to accept.
 
-A cascade knob is (first, chain, accept): ``first`` = the ladder's bottom tier ("chain") or the ex-ante router's
-pick (Threshold tau on the stacked probabilities); ``chain`` = the escalation ladder (:class:`~aco_bert.policies
-.chain.Chain`, ending at the frontier); ``accept`` = the verifier score a run needs to be kept. Every knob is
+A cascade knob is (first, chain, accept, accept_first): ``first`` = the ladder's bottom tier ("chain") or an
+ex-ante pick (Threshold tau or Utility lambda on the stacked probabilities, or a bundle's own policy, "router");
+``chain`` = the escalation ladder (:class:`~aco_bert.policies.chain.Chain`, ending at the frontier; one tier =
+that tier alone); ``accept`` = the verifier score a run needs to be kept, ``accept_first`` the bar for a run with
+no earlier answer to agree with (None = ``accept``). Every knob is
 replayed on the *training* prompts with held-out verifier scores (:class:`~aco_bert.decision.verifier
 .CrossFitScorer`), and one knob is chosen by a rule fixed in advance:
 
