@@ -126,3 +126,19 @@ def tiny_bundle(data_dir, tmp_path_factory) -> Path:
 def tiny_heads_bundle(data_dir, tmp_path_factory, tiny_bundle) -> Path:
     """The same trained model exported in heads-only mode (calibrated head probabilities, per-tier mean cost)."""
     return _cached_tiny_bundle(data_dir, tiny_bundle.parent, "heads")
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    """A loopback fake OpenAI upstream (tests/fake_upstream.py), one per test module: its request log is the
+    module's own."""
+    from fake_upstream import FakeUpstream
+
+    with FakeUpstream() as u:
+        yield u
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_bundle) -> str:
+    """The tiny stacked bundle's folder as a string (what ScoreConfig / the CLI take)."""
+    return str(tiny_bundle)

@@ -30,12 +30,6 @@ def router(tiny_bundle):
 
 
 @pytest.fixture(scope="module")
-def upstream():
-    with FakeUpstream() as u:
-        yield u
-
-
-@pytest.fixture(scope="module")
 def broken():
     with FakeUpstream() as u:
         u.mode = "error500"

@@ -37,12 +37,6 @@ def router(tiny_bundle):
 
 
 @pytest.fixture(scope="module")
-def upstream():
-    with FakeUpstream() as u:
-        yield u
-
-
-@pytest.fixture(scope="module")
 def server(router, upstream):
     ups = {str(i): {"base_url": upstream.base_url(f"tier{i}"), "api_key_env": KEY_ENV}
            for i in range(1, router.spec.n_tiers + 1)}

@@ -26,11 +26,6 @@ class _Stop(Exception):
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_bundle) -> str:
-    return str(tiny_bundle)
-
-
-@pytest.fixture(scope="module")
 def router(bundle):
     return load_router(bundle)
 

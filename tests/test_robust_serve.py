@@ -25,7 +25,6 @@ from aco_bert.serve.__main__ import build_cli, main as serve_main
 from aco_bert.serve.auth import hash_key, key_matches, load_key_hashes
 from aco_bert.serve.server import HeaderTimeoutH11Protocol, uvicorn_config
 from aco_bert.serve.middleware import body_text_problem
-from fake_upstream import FakeUpstream
 
 GOOD = "Fix the off-by-one error in the pagination helper so the last page is not dropped."
 KEY = "client-key-for-tests-0123456789"
@@ -89,12 +88,6 @@ def router(tiny_bundle):
     from aco_bert.runtime import Router
 
     return Router.load(tiny_bundle)
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    with FakeUpstream() as u:
-        yield u
 
 
 def _upstreams(router, upstream) -> dict:

@@ -34,11 +34,6 @@ CHUNK = 32
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_bundle) -> str:
-    return str(tiny_bundle)
-
-
-@pytest.fixture(scope="module")
 def router(bundle):
     return load_router(bundle)
 

@@ -26,11 +26,6 @@ N = 20
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_bundle) -> str:
-    return str(tiny_bundle)
-
-
-@pytest.fixture(scope="module")
 def router(bundle):
     from aco_bert.runtime import Router
 

@@ -25,7 +25,6 @@ from aco_bert.serve import ServeConfig, create_app, load_serve_config
 from aco_bert.serve.metrics import Counter, Histogram
 from aco_bert.serve.proxy import resolve_upstreams
 from aco_bert.serve.schemas import ChatMessage, messages_text
-from fake_upstream import FakeUpstream
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_ENV = "ACO_SERVE_TEST_UPSTREAM_KEY"
@@ -98,12 +97,6 @@ def router(bundle_dir):
     from aco_bert.runtime import Router
 
     return Router.load(bundle_dir)
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    with FakeUpstream() as u:
-        yield u
 
 
 @pytest.fixture(scope="module")
