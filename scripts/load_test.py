@@ -8,7 +8,8 @@ Prompts are real SWE-bench Verified issue texts from the data dir when present (
     python scripts/load_test.py --bundle bundles/tiny --clients 32 --duration 60
 
 "errors" are HTTP responses other than 2xx; "dropped" are requests that got no HTTP response at all (connection
-refused/reset, client timeout).
+refused/reset, client timeout). ``rss_start_mb`` / ``rss_end_mb``: the server's resident memory (VmRSS of its
+process and all its children) at the start and end of the timed window (with ``--bundle`` on Linux only).
 """
 
 from __future__ import annotations
@@ -49,6 +50,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_server(proc: subprocess.Popen | None) -> None:
+    """Terminate a server :func:`start_server` started (kill it after 15 s)."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def start_server(bundle: str, workers: int, extra: list[str], timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "aco_bert.serve", "--bundle", bundle, "--host", "127.0.0.1", "--port", str(port),
@@ -87,6 +99,36 @@ def cpu_seconds(pid: int) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return total
+
+
+def proc_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux /proc); just ``[pid]`` where /proc has no children lists."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory (VmRSS) of ``pid`` plus its children, in MiB (Linux /proc); None elsewhere."""
+    total_kb, seen = 0, False
+    for p in proc_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total_kb += int(line.split()[1])
+                        seen = True
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return round(total_kb / 1024, 1) if seen else None
 
 
 def request_for(kind: str, prompt: str, i: int) -> tuple[str, dict]:
@@ -193,7 +235,7 @@ async def run_load(url: str, prompts: list[str], clients: int, duration: float, 
 
 def print_table(rows: list[dict]) -> None:
     cols = ["endpoint", "clients", "duration_s", "requests", "ok", "errors", "dropped", "req_per_s", "p50_ms",
-            "p90_ms", "p99_ms", "max_ms", "mean_batch", "server_cpu_ms_per_req", "client_cpu_ms_per_req"]
+            "p90_ms", "p99_ms", "max_ms", "mean_batch", "server_cpu_ms_per_req", "client_cpu_ms_per_req", "rss_start_mb", "rss_end_mb"]
     rows = [{c: r.get(c, "-") for c in cols} for r in rows]
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
     print("| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |")
@@ -234,9 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.warmup > 0:
             asyncio.run(run_load(url, prompts, a.clients, a.warmup, a.max_requests, a.endpoint, a.timeout))
         cpu0 = cpu_seconds(proc.pid) if proc is not None else None
+        rss0 = rss_mb(proc.pid) if proc is not None else None
         me0 = time.process_time()
         res = asyncio.run(run_load(url, prompts, a.clients, a.duration, a.max_requests, a.endpoint, a.timeout))
         cpu1 = cpu_seconds(proc.pid) if proc is not None else None
+        res["rss_start_mb"], res["rss_end_mb"] = rss0, rss_mb(proc.pid) if proc is not None else None
         res["client_cpu_ms_per_req"] = round((time.process_time() - me0) / max(1, res["ok"]) * 1000, 2)
         if cpu0 is not None and cpu1 is not None and res["ok"]:
             res["server_cpu_ms_per_req"] = round((cpu1 - cpu0) / res["ok"] * 1000, 2)
@@ -245,12 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         items = sum(float(x.split()[-1]) for x in metrics_text.splitlines() if x.startswith("aco_route_batch_size_sum"))
         res["mean_batch"] = round(items / n, 2) if n else None
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_server(proc)
     man = info.get("manifest") or {}
     print(f"server {url}  workers={a.workers}  tiers={[t['model'] for t in info.get('tiers', [])]}  "
           f"max_length={info.get('max_length')}  bundle={info.get('service', {}).get('bundle')}  "

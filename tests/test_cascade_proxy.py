@@ -16,7 +16,8 @@ from aco_bert.runtime.inputs import MAX_RESPONSE_CHARS
 from aco_bert.serve import ServeConfig, create_app
 from aco_bert.serve.schemas import ChatMessage, messages_text
 from fake_upstream import FakeUpstream
-from test_serve import LiveServer, error_of, metric
+from live_server import LiveServer
+from test_serve import error_of, metric
 
 PROMPT = "Fix the off-by-one error in the pagination helper so the last page is not dropped."
 TEXT = messages_text([ChatMessage(role="user", content=PROMPT)])  # what the router sees of the conversation

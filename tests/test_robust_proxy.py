@@ -16,7 +16,8 @@ from aco_bert.serve import ServeConfig, create_app
 from aco_bert.serve.relay import DEFAULT_RETRY_AFTER_S, map_status, reason_token, retry_after
 from fake_upstream import FakeUpstream
 from test_cascade_proxy import cascade_rule
-from test_serve import LiveServer, error_of
+from live_server import LiveServer
+from test_serve import error_of
 
 KEY_ENV = "ACO_ROBUST_PROXY_TEST_KEY"
 SECRET = "sk-robust-test-not-a-real-key-4c1f"

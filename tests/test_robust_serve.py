@@ -10,13 +10,11 @@ import hashlib
 import io
 import json
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,39 +23,10 @@ from aco_bert.serve.__main__ import build_cli, main as serve_main
 from aco_bert.serve.auth import hash_key, key_matches, load_key_hashes
 from aco_bert.serve.server import HeaderTimeoutH11Protocol, uvicorn_config
 from aco_bert.serve.middleware import body_text_problem
+from live_server import LiveServer
 
 GOOD = "Fix the off-by-one error in the pagination helper so the last page is not dropped."
 KEY = "client-key-for-tests-0123456789"
-
-
-class Live:
-    """uvicorn with the service's own limits (:func:`uvicorn_config`) on 127.0.0.1:<free port>, in a thread."""
-
-    def __init__(self, app, config: ServeConfig) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        cfg = uvicorn_config(app, config, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(cfg)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> "Live":
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started:
-            assert time.time() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
-
-    def client(self, **kw) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 30), trust_env=False, **kw)
 
 
 class Wrapped:
@@ -115,7 +84,7 @@ SURROGATE_BODIES = {
 
 def test_lone_surrogates_and_invisible_prompts_are_4xx_on_every_endpoint(router, upstream):
     cfg = ServeConfig(upstreams=_upstreams(router, upstream))
-    with Live(create_app(router, cfg), cfg) as s, s.client() as c:
+    with LiveServer(create_app(router, cfg), cfg) as s, s.client() as c:
         for path, body in SURROGATE_BODIES.items():
             r = _raw(c, path, body)
             assert r.status_code == 400, (path, r.text)
@@ -155,7 +124,7 @@ def test_one_bad_client_never_fails_its_micro_batch_mates(router):
             bodies.append(json.dumps({"prompt": f"POISON {i}"}))
         else:
             bodies.append(json.dumps({"prompt": f"{GOOD} #{i}"}))
-    with Live(create_app(Wrapped(router), cfg), cfg) as s, \
+    with LiveServer(create_app(Wrapped(router), cfg), cfg) as s, \
             s.client(limits=httpx.Limits(max_connections=64)) as c:
         with ThreadPoolExecutor(48) as ex:
             got = list(ex.map(lambda b: _raw(c, "/v1/route", b), bodies))
@@ -183,7 +152,7 @@ def _closed_within(sock: socket.socket, limit_s: float) -> float:
 
 def test_idle_and_slow_header_sockets_are_closed_and_healthz_still_answers(router):
     cfg = ServeConfig(header_timeout_s=1.0)
-    with Live(create_app(router, cfg), cfg) as s:
+    with LiveServer(create_app(router, cfg), cfg) as s:
         idle = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(300)]
         slow = socket.create_connection(("127.0.0.1", s.port))
         slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finished (slow loris)
@@ -205,7 +174,7 @@ def test_idle_and_slow_header_sockets_are_closed_and_healthz_still_answers(route
 
 def test_over_the_inflight_limit_is_503_with_retry_after(router):
     cfg = ServeConfig(max_inflight=2, route_threads=8)
-    with Live(create_app(Wrapped(router, delay_s=0.6), cfg), cfg) as s, s.client() as c:
+    with LiveServer(create_app(Wrapped(router, delay_s=0.6), cfg), cfg) as s, s.client() as c:
         with ThreadPoolExecutor(8) as ex:
             futs = [ex.submit(c.post, "/v1/route", json={"prompt": f"{GOOD} {i}"}) for i in range(8)]
             time.sleep(0.2)
@@ -222,7 +191,7 @@ def test_over_the_inflight_limit_is_503_with_retry_after(router):
 def test_load_shedding_answers_503_at_once_instead_of_504_late(router):
     """One slow thread, 1.2 s timeout: a queue that would wait past it is refused at once (never 504 later)."""
     cfg = ServeConfig(route_threads=1, route_timeout_s=1.2, shed_wait_fraction=0.75)  # margin for CPU jitter
-    with Live(create_app(Wrapped(router, delay_s=0.3), cfg), cfg) as s, s.client() as c:
+    with LiveServer(create_app(Wrapped(router, delay_s=0.3), cfg), cfg) as s, s.client() as c:
         assert c.post("/v1/route", json={"prompt": GOOD}).status_code == 200  # the engine learns ~0.3 s a call
         t0 = time.perf_counter()
         with ThreadPoolExecutor(12) as ex:
@@ -240,7 +209,7 @@ def test_abandoned_batches_are_cancelled_and_do_not_starve_later_requests(router
     body = json.dumps({"items": [{"prompt": f"{GOOD} {i}"} for i in range(8)]}).encode()
     req = (b"POST /v1/route/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
            b"Content-Length: %d\r\n\r\n" % len(body)) + body
-    with Live(create_app(Wrapped(router, delay_s=0.4), cfg), cfg) as s, s.client() as c:
+    with LiveServer(create_app(Wrapped(router, delay_s=0.4), cfg), cfg) as s, s.client() as c:
         socks = []
         for _ in range(15):  # 15 x 0.4 s of queued work if nobody cancels it
             k = socket.create_connection(("127.0.0.1", s.port))
@@ -263,7 +232,7 @@ def test_client_api_keys_over_http(router, upstream, tmp_path, capsys):
     f.write_text(f"# clients\n{hash_key('other-key')}\n")
     cfg = ServeConfig(api_key_hashes=[hash_key(KEY)], api_keys_file=str(f), upstreams=_upstreams(router, upstream))
     chat = {"model": "aco-router", "messages": [{"role": "user", "content": GOOD}]}
-    with Live(create_app(router, cfg), cfg) as s, s.client() as c:
+    with LiveServer(create_app(router, cfg), cfg) as s, s.client() as c:
         assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
         for path, body in [("/v1/route", {"prompt": GOOD}), ("/v1/chat/completions", chat)]:
             for hdr, why in [({}, "missing"), ({"authorization": "Bearer wrong-key"}, "invalid"),
@@ -277,7 +246,7 @@ def test_client_api_keys_over_http(router, upstream, tmp_path, capsys):
         assert c.get("/metrics").status_code == 401 and c.get("/v1/router").status_code == 401
         assert upstream.last()["headers"].get("authorization") != f"Bearer {KEY}"  # never forwarded
     cfg2 = ServeConfig(api_key_hashes=[hash_key(KEY)], auth_metrics=False)
-    with Live(create_app(router, cfg2), cfg2) as s, s.client() as c:
+    with LiveServer(create_app(router, cfg2), cfg2) as s, s.client() as c:
         assert c.get("/metrics").status_code == 200
     f.write_text("my-plaintext-key\n")
     with pytest.raises(ValueError, match="not a sha256"):
@@ -348,7 +317,7 @@ _case = st.one_of(
 @pytest.fixture(scope="module")
 def fuzz_server(router, upstream):
     cfg = ServeConfig(upstreams=_upstreams(router, upstream), max_body_bytes=200_000, max_inflight=64)
-    with Live(create_app(router, cfg), cfg) as s, s.client() as c:
+    with LiveServer(create_app(router, cfg), cfg) as s, s.client() as c:
         yield c
 
 

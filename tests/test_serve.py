@@ -12,19 +12,18 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from aco_bert.serve import ServeConfig, create_app, load_serve_config
 from aco_bert.serve.metrics import Counter, Histogram
 from aco_bert.serve.proxy import resolve_upstreams
 from aco_bert.serve.schemas import ChatMessage, messages_text
+from live_server import LiveServer
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_ENV = "ACO_SERVE_TEST_UPSTREAM_KEY"
@@ -32,36 +31,6 @@ SECRET = "sk-test-not-a-real-key-123"
 
 
 # --------------------------------------------------------------------------------------------------- harness
-class LiveServer:
-    """uvicorn serving ``app`` in a background thread on 127.0.0.1:<free port>."""
-
-    def __init__(self, app) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> "LiveServer":
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
-
-    def client(self, **kw) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 30), trust_env=False, **kw)
-
-
 def metric(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels`` (Prometheus text format)."""
     total = 0.0

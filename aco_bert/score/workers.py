@@ -11,6 +11,7 @@ import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterator
 
+from aco_bert.procs import die_with_parent
 from aco_bert.score.chunk import score_chunk
 from aco_bert.score.config import ScoreConfig
 from aco_bert.score.rows import ChunkResult, Columns
@@ -20,8 +21,9 @@ _WORKER_ROUTER: Any = None  # the router of this worker process, loaded once by 
 
 
 def worker_init(loader: Callable[..., Any], bundle: str, int8: bool | None, threads: int | None) -> None:
-    """Pool initializer: load this process's router."""
+    """Pool initializer: end with the parent (no orphans after its ``kill -9``), then load this process's router."""
     global _WORKER_ROUTER
+    die_with_parent()
     _WORKER_ROUTER = loader(bundle, int8, threads)
 
 

@@ -17,6 +17,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from aco_bert.procs import die_with_parent
 from aco_bert.serve.config import ServeConfig
 
 
@@ -84,14 +85,23 @@ def raise_fd_limit() -> int:
     return soft
 
 
+def worker_app() -> Any:
+    """uvicorn factory run in each ``--workers N`` process: end with the supervisor (no orphan workers holding the
+    port after its ``kill -9``), then build the app from the environment."""
+    from aco_bert.serve.app import app_from_env
+
+    die_with_parent()
+    return app_from_env()
+
+
 def serve(config: ServeConfig, app: Any = None) -> None:
     """Run the server: ``app`` in this process, or ``config.workers`` processes each building the app from the
-    environment (:func:`aco_bert.serve.app.app_from_env`), all with the same limits."""
+    environment (:func:`worker_app`), all with the same limits."""
     raise_fd_limit()
     if config.workers == 1 and app is not None:
         uvicorn.Server(uvicorn_config(app, config)).run()
         return
     from uvicorn.supervisors import Multiprocess
 
-    cfg = uvicorn_config("aco_bert.serve.app:app_from_env", config, factory=True, workers=config.workers)
+    cfg = uvicorn_config("aco_bert.serve.server:worker_app", config, factory=True, workers=config.workers)
     Multiprocess(cfg, sockets=[cfg.bind_socket()]).run()
