@@ -1,13 +1,11 @@
 """The stacker: one XGBoost model per tier over [out-of-fold head logits, PCA'd embeddings, handcrafted features,
 fitted signals (TF-IDF-LR logits, neighbour outcomes, spec-declared metadata)], started from its best single input.
 
-Why stack: the neural heads each see one tier; a second-level model can use every tier's logit together (a prompt
-that even the strongest tier's head doubts is hard for all), plus cheap structural features the encoder missed.
-Why *out-of-fold* inputs only: a head's logits on its own training prompts are over-confident; a stacker fitted
-on them learns to trust the heads far more than it should on new prompts. So the head logits fed in must come
-from the neural k-fold mode (each prompt scored by the fold model that did not train on it), the signal blocks
-from the stack stage's cross-fit (:func:`aco_bert.signals.base.cross_fit`), and the stacker's own held-out
-predictions, which the calibrator is fitted on, from an inner cross-fit (:func:`cross_fit`).
+Why stack: each neural head sees one tier; a second-level model reads every tier's logit together, plus cheap features.
+Why *out-of-fold* inputs only: a head's logits on its own training prompts are over-confident, so a stacker fitted
+on them over-trusts the heads. The head logits come from the neural k-fold mode, the signal blocks from the stack
+stage's cross-fit (:func:`aco_bert.signals.base.cross_fit`), the stacker's own held-out predictions (the
+calibrator's input) from an inner cross-fit (:func:`cross_fit`).
 
 Why a *guarantee*: trees over many weak inputs can end up below their best input (SWE-bench: stacked AUC 0.515 vs
 the heads' 0.561). So per tier the stacker first picks its best single source (heads logit, TF-IDF-LR logit,
@@ -16,8 +14,8 @@ XGBoost's ``base_margin``: the trees only learn a correction. Then :func:`fit_st
 held-out AUC with that source's: a tier whose stack is not better falls back to the source alone (``modes``).
 
 Artifacts: a directory with ``manifest.json`` (tiers, input layout, PCA mean/components as JSON arrays, XGBoost
-params, per-tier source + mode + guarantee record) and one XGBoost model per stacked tier (JSON or UBJ). Inference
-needs only numpy + xgboost: no torch, no pickle. Manifests written before the signals existed load as they were.
+params, per-tier source + mode + guarantee record) and one XGBoost model per stacked tier (JSON or UBJ); inference
+needs numpy + xgboost only (no torch, no pickle); manifests written before the signals existed load as they were.
 """
 
 from __future__ import annotations
