@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 
 from aco_bert.score import ScoreConfig, ScoreError, main, score_dataset
-from aco_bert.score.cascade import CascadeWalk, resolve_responses
+from aco_bert.runtime.walk import CascadeWalk
+from aco_bert.score.cascade import resolve_responses
 from aco_bert.score.sources import InputError
 
 N = 20

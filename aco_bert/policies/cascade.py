@@ -84,6 +84,10 @@ class Cascade(Policy):
         return cls(first=first, escalate=esc, accept=float(c.accept), max_runs=int(max_runs),
                    accept_first=None if c.accept_first is None else float(c.accept_first))
 
+    def bar(self, n_earlier: int) -> float:
+        """The verifier score a run needs to be kept, after ``n_earlier`` runs on its prompt."""
+        return self.accept if self.accept_first is None or n_earlier else self.accept_first
+
     def choose(self, ctx: RoutingContext) -> np.ndarray:
         return self.first.choose(ctx)
 
@@ -111,8 +115,7 @@ class Cascade(Policy):
                 break
             q = score_fn(cand, cur[cand], [runs[i][:-1] for i in cand])
             esc = np.zeros(p_n, dtype=bool)
-            bar = self.accept if self.accept_first is None or step > 0 else self.accept_first  # step 0: no history
-            esc[cand] = q < bar
+            esc[cand] = q < self.bar(step)  # step 0: no earlier run
             if not esc.any():
                 break
             nxt = self.escalate.decide(with_min_tier(ctx, np.minimum(cur + 1, t_n - 1)))
@@ -129,7 +132,7 @@ class Cascade(Policy):
         ``n_earlier`` runs came before it on this prompt."""
         from aco_bert.types import Escalation
 
-        bar = self.accept if self.accept_first is None or n_earlier else self.accept_first
+        bar = self.bar(n_earlier)
         accept = bool(score >= bar) or tier_run >= ctx.shape[1] - 1
         nxt = None if accept else int(self.escalate.decide(with_min_tier(ctx, np.array([tier_run + 1])))[0])
         what = "accept" if bar == self.accept else "accept (first run)"

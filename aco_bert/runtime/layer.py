@@ -280,8 +280,7 @@ class DecisionLayer:
         casc = self.cascade
         esc = casc.step(ctx, tier0, score, tier_names=self.spec.models, n_earlier=len(run.earlier))
         esc.reasons = reasons + list(fl.reasons[0]) + list(esc.reasons)
-        bar = casc.accept if casc.accept_first is None or run.earlier else casc.accept_first
-        if tier0 >= self.spec.n_tiers - 1 and not score >= bar:
+        if tier0 >= self.spec.n_tiers - 1 and not score >= casc.bar(len(run.earlier)):
             esc.reasons.append("top tier ran: nothing to escalate to")
         return esc
 

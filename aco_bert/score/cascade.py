@@ -5,8 +5,7 @@ table with a ``response`` column) says what the cascade *would* have done -- whi
 answer it would have kept, what it would have paid -- without calling a model. The loop is the live proxy's
 (:mod:`aco_bert.serve.cascade_proxy`): route, judge the tier's answer with :meth:`Router.escalate` (earlier tiers'
 answers given for agreement), keep it or climb to the tier the verdict names, at most ``cascade.max_runs`` tiers.
-:class:`CascadeWalk` is that loop without I/O (it decides, the caller fetches answers and verdicts), so a sync
-replay and an async proxy can share it; :func:`verifier_text` is the proxy's head+tail cut of an over-long answer.
+:class:`~aco_bert.runtime.walk.CascadeWalk` is that loop without I/O, shared with the proxy.
 
 Where the answers come from (``--response-columns``; chosen once per input, see :func:`resolve_responses`):
 
@@ -25,10 +24,10 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from aco_bert.runtime.inputs import MAX_RESPONSE_CHARS
+from aco_bert.runtime.walk import CascadeWalk, max_runs_of, verifier_text
 from aco_bert.types import RoutingInputError
 
 DEFAULT_TEMPLATES = ("{model}|response", "{model}|model_response")
@@ -36,54 +35,11 @@ DEFAULT_LONG_COLUMN = "responses"
 PLACEHOLDERS = ("{model}", "{tier}")
 
 
-def verifier_text(text: str) -> str:
-    """The answer as the verifier reads it: head+tail when longer than the router accepts."""
-    if len(text) <= MAX_RESPONSE_CHARS:
-        return text
-    half = MAX_RESPONSE_CHARS // 2
-    return text[:half] + text[len(text) - (MAX_RESPONSE_CHARS - half):]
-
-
-def max_runs_of(router: Any) -> int:
-    """The bundle's ``cascade.max_runs`` (unset: every tier)."""
-    policy = getattr(getattr(router, "layer", None), "cascade", None)
-    return int(getattr(policy, "max_runs", None) or router.spec.n_tiers)
-
-
 def cascade_rule(router: Any) -> dict[str, Any]:
     """The loaded cascade rule, as the resume identity records it (a changed rule must not reuse old parts)."""
     c = getattr(getattr(router, "layer", None), "cascade", None)
     return {"accept": getattr(c, "accept", None), "accept_first": getattr(c, "accept_first", None),
             "max_runs": max_runs_of(router)}
-
-
-@dataclass
-class CascadeWalk:
-    """One prompt's cascade, without I/O: :attr:`tier` is the tier to run next; :meth:`judged` records the verdict
-    on its answer and returns the next tier, or None when the cascade stops (the answer is the last tier run)."""
-
-    tier: int  # 1-based: the router's first tier, then each verdict's next tier
-    max_runs: int
-    tiers: list[int] = field(default_factory=list)  # tiers whose answers were judged, in order
-    earlier: dict[int, str] = field(default_factory=dict)  # {tier: answer} of the runs before the current one
-    p_correct: float = math.nan  # the verifier's P(correct) of the last judged run
-    accepted: bool = False
-
-    def responses(self) -> dict[int, str] | None:
-        """The earlier answers, as :meth:`Router.escalate` takes them (None when this is the first run)."""
-        return dict(self.earlier) or None
-
-    def judged(self, text: str | None, e: Any) -> int | None:
-        """Record escalation ``e`` on the current tier's answer ``text``; the next tier or None (stop)."""
-        t = self.tier
-        self.tiers.append(t)
-        self.p_correct, self.accepted = float(e.p_success), bool(e.accept)
-        if e.accept or e.next_tier is None or len(self.tiers) >= self.max_runs or int(e.next_tier) <= t:
-            return None
-        if text is not None:  # a trace-only cascade judges runs without their text
-            self.earlier[t] = text
-        self.tier = int(e.next_tier)
-        return self.tier
 
 
 @dataclass

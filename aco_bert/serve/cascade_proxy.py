@@ -25,7 +25,8 @@ import httpx
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from aco_bert.data.messages import content_text
-from aco_bert.runtime.inputs import MAX_LOGPROBS, MAX_RESPONSE_CHARS
+from aco_bert.runtime.inputs import MAX_LOGPROBS
+from aco_bert.runtime.walk import CascadeWalk, max_runs_of, verifier_text
 from aco_bert.serve.engine import RouteArgs, RouteEngine
 from aco_bert.serve.metrics import ServeMetrics
 from aco_bert.serve.proxy import ProxyError, Upstream, forward
@@ -88,14 +89,6 @@ def answer_logprobs(choice: dict[str, Any]) -> list[float] | None:
     return vals or None
 
 
-def verifier_text(text: str) -> str:
-    """The answer as the verifier reads it: head+tail when longer than the router accepts (the client gets all)."""
-    if len(text) <= MAX_RESPONSE_CHARS:
-        return text
-    half = MAX_RESPONSE_CHARS // 2
-    return text[:half] + text[len(text) - (MAX_RESPONSE_CHARS - half):]
-
-
 class ProxyCascade:
     """One request's cascade: the upstream calls, their verdicts and the metrics they leave."""
 
@@ -103,10 +96,8 @@ class ProxyCascade:
                  metrics: ServeMetrics) -> None:
         self.client, self.upstreams, self.engine, self.metrics = client, upstreams, engine, metrics
         self.spec = router.spec
-        policy = getattr(getattr(router, "layer", None), "cascade", None)
-        self.max_runs = int(getattr(policy, "max_runs", None) or self.spec.n_tiers)
-        self.accept = getattr(policy, "accept", None)
-        self.accept_first = getattr(policy, "accept_first", None)  # the bar of a run with no earlier run, if set
+        self.policy = getattr(getattr(router, "layer", None), "cascade", None)
+        self.max_runs = max_runs_of(router)
         self.runs: list[CascadeRun] = []
         self.tried: list[int] = []
 
@@ -165,26 +156,25 @@ class ProxyCascade:
 
     async def run(self, body: dict[str, Any], args: RouteArgs, first_tier: int) -> CascadeRun:
         """Call, judge, escalate until a run is accepted, the top tier ran or ``max_runs`` tiers ran."""
-        tier, earlier = first_tier, {}
+        walk = CascadeWalk(int(first_tier), self.max_runs)
         while True:
+            tier = walk.tier
             r = await self.call(tier, body)
-            choice = r.body["choices"][0]
+            text = verifier_text(r.text)
             e = await self.engine.escalate(args.prompt, tier, None, args.step_type, args.metadata,
-                                           response=verifier_text(r.text), responses=dict(earlier) or None,
-                                           logprobs=answer_logprobs(choice))
+                                           response=text, responses=walk.responses(),
+                                           logprobs=answer_logprobs(r.body["choices"][0]))
             r.p_correct, r.accept, r.reasons = float(e.p_success), bool(e.accept), list(e.reasons)
             self.runs.append(r)
             self.metrics.escalations.inc(tier_run=str(tier), outcome="accept" if e.accept else "escalate")
-            if e.accept or e.next_tier is None or len(self.runs) >= self.max_runs or e.next_tier <= tier:
+            if walk.judged(text, e) is None:
                 return r
-            earlier[tier] = verifier_text(r.text)
-            tier = int(e.next_tier)
 
     def stop(self, final: CascadeRun) -> str:
         """accepted (the verifier kept it), top_tier (kept because nothing is above) or max_runs (the cap)."""
         if not final.accept:
             return "max_runs"
-        bar = self.accept_first if self.accept_first is not None and len(self.runs) == 1 else self.accept
+        bar = None if self.policy is None else self.policy.bar(len(self.runs) - 1)
         forced = final.tier == self.spec.n_tiers and bar is not None and not final.p_correct >= bar
         return "top_tier" if forced else "accepted"
 
