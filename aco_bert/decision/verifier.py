@@ -21,6 +21,7 @@ traces (each model's own per-instance api_calls and cost), so the outer test pro
 from __future__ import annotations
 
 import dataclasses
+from functools import cached_property
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -93,8 +94,9 @@ class Verifier:
     responses: bool = False  # trained with the response blocks (then predict needs them, NaN when a run has none)
     _trees: FastTrees = field(default_factory=FastTrees, init=False, repr=False, compare=False)
 
-    @property
+    @cached_property
     def reader(self) -> ResponseReader:
+        """Built once: ``escalate`` reads every request's answer with it (the hot path)."""
         return ResponseReader(self.cfg.extractor)
 
     @property
