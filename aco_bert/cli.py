@@ -10,7 +10,7 @@ import importlib
 import sys
 
 VERBS: dict[str, tuple[str, str]] = {
-    "data": ("aco_bert.data.describe", "inspect an outcome dataset: `aco-bert data describe --dataset NAME`"),
+    "data": ("aco_bert.data.describe", "inspect a dataset (`data describe --dataset NAME`) or import logs (`data import-logs`)"),
     "evaluate": ("aco_bert.evaluate", "replay reference routing policies offline against real outcomes"),
     "train": ("aco_bert.train", "train the multi-head router (also `accelerate launch -m aco_bert.train`)"),
     "stack": ("aco_bert.stack", "fit the decision layer (stacker or heads, calibration, cost, tau) on out-of-fold outputs"),
@@ -20,6 +20,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "score": ("aco_bert.score.scorer", "batch-score a dataset with a bundle"),
     "demo": ("aco_bert.demo", "the main job end to end: train, stack, export, score, report"),
 }
+
+
+# `aco-bert data <sub>`: the data verbs' modules.
+DATA_VERBS: dict[str, str] = {"describe": "aco_bert.data.describe", "import-logs": "aco_bert.data.import_logs"}
 
 
 def _usage() -> str:
@@ -37,12 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"aco-bert: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    module_name = VERBS[verb][0]
     if verb == "data":
-        if not rest or rest[0] != "describe":
-            print("usage: aco-bert data describe --dataset NAME [--data-dir DIR]", file=sys.stderr)
+        if not rest or rest[0] not in DATA_VERBS:
+            print("usage: aco-bert data describe --dataset NAME [--data-dir DIR]\n"
+                  "       aco-bert data import-logs --format FORMAT --score FIELD IN... --out table.jsonl",
+                  file=sys.stderr)
             return 2
-        rest = rest[1:]
-    module = importlib.import_module(VERBS[verb][0])
+        module_name, rest = DATA_VERBS[rest[0]], rest[1:]
+    module = importlib.import_module(module_name)
     rc = module.main(rest)
     return int(rc or 0)
 
