@@ -8,7 +8,8 @@ JSON report / PNG plot on request. Thin verb over :func:`aco_bert.evaluation.ref
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from aco_bert.config import run_verb
 from aco_bert.evaluation.metrics.core import ONE_POINT
@@ -31,17 +32,26 @@ class EvaluateConfig:
     seed: int = 0  # seed of the random policy
     within: float = ONE_POINT  # zero-router: cheapest fixed model within this absolute success gap of the frontier
     clip_success: bool = False  # user files: clip success outside [0, 1] (counted) instead of refusing the file
+    name: str | None = None  # dataset name shown in the report and JSON (default: the registry name or the path)
+    cost_metric: str = "usd"  # 'usd' (realised cost) or 'share' (RouteLLM's strong-call share: frontier 1, others 0)
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # loader options, e.g. {cost: {prices: litellm}}
+    price_provider: str | None = None  # cost from tokens: LiteLLM provider choosing between keys of different prices
 
     def __post_init__(self) -> None:
         if self.models == "spec" and not self.spec:
             raise ValueError("--models spec needs --spec")
+        from aco_bert.evaluation.metrics.cost_metric import check_cost_metric
+
+        check_cost_metric(self.cost_metric)
 
 
 def evaluate(cfg: EvaluateConfig) -> int:
     """Evaluate, print the tables and notes, write the requested files."""
     report, notes = reference_report(cfg.dataset, cfg.data_dir, cfg.spec, cfg.models, cfg.seed, cfg.within,
-                                     cfg.clip_success)
-    print(f"## {report.dataset}: {report.n_prompts} prompts, {len(report.models)} models\n")
+                                     cfg.clip_success, name=cfg.name, cost_metric=cfg.cost_metric,
+                                     dataset_options=cfg.dataset_options, price_provider=cfg.price_provider)
+    metric = "" if cfg.cost_metric == "usd" else ", cost = strong-call share (frontier 1, others 0)"
+    print(f"## {report.dataset}: {report.n_prompts} prompts, {len(report.models)} models{metric}\n")
     print(report.markdown())
     for n in notes:
         print(f"\nnote: {n}")

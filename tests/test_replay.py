@@ -142,9 +142,12 @@ def test_missing_outcomes_are_counted_not_failures():
     m = tiny(s, c)
     r = replay(m, np.zeros(4, int), m.models)
     assert (r.n, r.n_missing, r.success) == (3, 1, pytest.approx(2 / 3))
-    rep = evaluate_policies(m)
+    rep = evaluate_policies(m, complete_case_only=False)  # every prompt: each policy over what its models ran
     assert rep.get("oracle").success == 1.0 and rep.get("oracle").n_missing == 0
-    assert any("without an outcome" in n for n in rep.notes)
+    assert any("without an outcome" in n for n in rep.notes) and rep.zero_router_rule.startswith("all prompts")
+    cc = evaluate_policies(m)  # default: the two prompts both models ran
+    assert cc.n_prompts == 2 and all(p.n_missing == 0 and p.n == 2 for p in cc.policies)
+    assert cc.zero_router_rule.startswith("complete-case: 2 of 4 prompts") and cc.zero_router_rule in cc.notes
 
 
 def test_hook_orders_learned_curves_between_prior_and_oracle(matrix, report):

@@ -145,7 +145,8 @@ def test_scores_json_duplicate_and_zero_records(prompts, tmp_path):
 
 
 def test_out_of_range_success_error_and_clip_option(prompts, tmp_path, capsys):
-    rows = _long_rows(prompts)
+    # with a cost: evaluate refuses a table whose models have none (tests/test_costs.py)
+    rows = [{**r, "cost_usd": 0.001 if r["model"] == "small" else 0.01} for r in _long_rows(prompts)]
     rows[3]["success"] = -0.033
     rows[6]["success"] = 1.2
     f = _jsonl(tmp_path / "neg.jsonl", rows)

@@ -10,7 +10,7 @@ baseline. Skipped rows and unknown costs are reported, since a silent gap would 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -84,6 +84,27 @@ def describe_responses(matrix: OutcomeMatrix) -> str:
     return line
 
 
+def input_lines(table: OutcomeTable, m: OutcomeMatrix) -> list[str]:
+    """What the loader derived (cost from tokens / turns) and what it read but did not use (ignored columns,
+    turns without a per-turn rule, models without any cost), so no gap in the numbers below is silent."""
+    from aco_bert.data.costs import HOW_TO, cost_lines
+
+    out = cost_lines(table)
+    ign = table.extras.get("ignored_columns")
+    if ign:
+        out.append(f"columns ignored (not canonical, varying within a prompt): {list(ign)}")
+    df = table.df
+    idle = df["turns"].notna() & df["cost_usd"].isna() if "turns" in df.columns else None
+    if idle is not None and idle.any():
+        out.append(f"turns: {int(idle.sum())} outcomes have turns but no cost; turns are not used for cost without "
+                   "a stated per-turn rule: --dataset_options \"{cost: {input_tokens_per_turn: N, "
+                   "output_tokens_per_turn: M}}\"")
+    none = [mod for j, mod in enumerate(m.models) if not np.isfinite(m.cost[:, j]).any()]
+    if none:
+        out.append(f"no cost at all for {len(none)} models {none[:8]}{' ...' if len(none) > 8 else ''}: {HOW_TO}")
+    return out
+
+
 def _fmt_usd(x: float) -> str:
     return "n/a" if not np.isfinite(x) else f"${x:.6f}" if x < 0.01 else f"${x:.4f}"
 
@@ -99,6 +120,7 @@ def describe(table: OutcomeTable, models: Sequence[str] | None = None, threshold
     lines = [f"{table.name}: {m.n_prompts} prompts x {len(m.models)} models ({n_out} outcomes, "
              f"{m.n_prompts * len(m.models) - n_out} prompt x model cells missing)"]
     lines.append(table.report_skipped())
+    lines += input_lines(table, m)
     cu = table.extras.get("cost_unknown") or {}
     if cu:
         why = table.extras.get("cost_unknown_reason", {})
@@ -153,6 +175,9 @@ class DescribeConfig:
     threshold: float = 0.5  # graded scores >= this count as success
     with_responses: bool = False  # load the model output texts where the loader makes them optional (mmlu-pro)
     clip_success: bool = False  # generic files: clip success outside [0, 1] (counted as skipped) instead of refusing
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # loader options, e.g. {cost: {prices: litellm}}
+    price_provider: str | None = None  # cost from tokens: LiteLLM provider choosing between keys of different prices
+    name: str | None = None  # the dataset name printed (default: the registry name, or a file's stem)
 
 
 PROG = "aco-bert data describe"
@@ -163,19 +188,15 @@ def run(cfg: DescribeConfig) -> int:
     from aco_bert.data.registry import default_spec_name, load_outcomes
     from aco_bert.spec import RouterSpec
 
-    kw: dict[str, Any] = {"split": cfg.split} if cfg.split else {}
+    from aco_bert.data.costs import with_price_provider
+
+    kw: dict[str, Any] = with_price_provider(cfg.dataset_options, cfg.price_provider)
+    if cfg.split:
+        kw["split"] = cfg.split
     if cfg.with_responses:
         kw["with_responses"] = True
     if cfg.clip_success:
         kw["clip_success"] = True
-    try:
-        table = load_outcomes(cfg.dataset, data_dir=cfg.data_dir, **kw)
-    except TypeError as e:  # e.g. --split for a dataset without a published split
-        print(f"{PROG}: {cfg.dataset}: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, KeyError, OSError) as e:  # an unknown dataset, a missing or malformed file
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return 2
     spec = None
     if cfg.spec:
         try:
@@ -183,6 +204,16 @@ def run(cfg: DescribeConfig) -> int:
         except (ValueError, KeyError, OSError) as e:
             print(f"{PROG}: {e}", file=sys.stderr)
             return 2
+    try:
+        table = load_outcomes(cfg.dataset, data_dir=cfg.data_dir, spec=spec, **kw)
+    except TypeError as e:  # e.g. --split for a dataset without a published split
+        print(f"{PROG}: {cfg.dataset}: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, OSError) as e:  # an unknown dataset, a missing or malformed file
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    if cfg.name:
+        table.name = cfg.name
     if spec is not None:
         print(f"spec {spec.name}: {spec.n_tiers} tiers, frontier {spec.frontier or '(best success)'}")
     print(describe(table, spec.models if spec is not None else None, cfg.threshold))

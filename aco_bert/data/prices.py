@@ -7,9 +7,21 @@ exactly where each price came from:
 1. the alias map (``aliases``: name -> key, case-sensitive), e.g. a benchmark's config name -> a LiteLLM key;
 2. the exact key;
 3. the key compared case-insensitively;
-4. provider-prefixed keys whose last ``/``-component equals the name (``openai/gpt-4o`` for ``gpt-4o``): used only
-   when every such candidate carries the same price; different prices raise :class:`AmbiguousPrice` listing them.
+4. keys ending in ``/<name>`` (compared case-insensitively), e.g. ``openai/gpt-4o`` for ``gpt-4o`` or
+   ``deepinfra/mistralai/Mixtral-8x7B-Instruct-v0.1`` for ``mistralai/Mixtral-8x7B-Instruct-v0.1``;
+5. the *normalised* name (:func:`normalise_name`: lower case, last ``/``-component, leading letter-only dotted
+   segments such as ``us.anthropic.`` dropped, a Bedrock version suffix ``-v1:0`` dropped, ``@ _ .`` -> ``-``)
+   equal to a key's normalised form: ``claude-3-haiku-20240307`` finds ``vertex_ai/claude-3-haiku@20240307``;
+6. the normalised name *without a date or revision suffix* (:func:`undated`: a trailing ``-YYYYMMDD``,
+   ``-YYYY-MM-DD``, ``-NNN`` such as ``-001``, or ``-latest``) equal to a key's undated normalised form:
+   ``gemini-2.0-flash-001`` finds ``vertex_ai/gemini-2.0-flash``.
 
+The first rule with candidates decides. Several candidates with the same price are fine (the first in sorted order
+is recorded); different prices raise :class:`AmbiguousPrice` unless a *provider* is given (``provider=`` or the
+table's ``provider``; ``--price_provider`` on the command line): it keeps the candidates whose key starts with
+``<provider>/`` or whose LiteLLM ``litellm_provider`` field equals it, and only breaks such ties (it never changes
+an unambiguous answer). ``table.resolved_by`` records the rule that matched (``alias``, ``exact``, ``case``,
+``suffix``, ``normalised``, ``undated``), plus ``+provider`` when the provider broke a tie.
 Anything else raises :class:`PriceNotFound` with close matches as *suggestions* (never used automatically).
 Entries listed without a per-token price (LiteLLM lists some models with ``null`` prices) count as absent.
 
@@ -20,6 +32,7 @@ provider-prefixed) and per-dataset tables in USD per 1M tokens (LLMRouter's ``de
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -46,7 +59,26 @@ class PriceNotFound(KeyError):
 
 
 class AmbiguousPrice(PriceNotFound):
-    """Several provider-prefixed keys match a bare name with *different* prices: add an alias to choose."""
+    """Several keys match a name with *different* prices: pass a provider (``--price_provider``) or an alias."""
+
+
+_DOTTED_VENDOR = re.compile(r"^(?:[a-z]+\.)+(?=[a-z])")  # "us.anthropic." in "us.anthropic.claude-..."
+_BEDROCK_VERSION = re.compile(r"(?:-v\d+)?:\d+$")  # "-v1:0"
+_DATE_SUFFIX = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2}|\d{3}|latest)$")
+
+
+def normalise_name(name: str) -> str:
+    """The form rule 5 compares (module docstring): ``us.anthropic.claude-3-5-sonnet-20240620-v1:0`` ->
+    ``claude-3-5-sonnet-20240620``; ``Mixtral-8x7B-Instruct-v0.1`` -> ``mixtral-8x7b-instruct-v0-1``."""
+    n = name.rsplit("/", 1)[-1].lower()
+    n = _BEDROCK_VERSION.sub("", _DOTTED_VENDOR.sub("", n))
+    return re.sub(r"[@_.]", "-", n)
+
+
+def undated(name: str) -> str:
+    """:func:`normalise_name` without one trailing date / revision suffix (rule 6): ``gemini-2.0-flash-001`` ->
+    ``gemini-2-0-flash``."""
+    return _DATE_SUFFIX.sub("", normalise_name(name))
 
 
 @dataclass(frozen=True)
@@ -78,13 +110,20 @@ class PriceTable:
     aliases: dict[str, str] = field(default_factory=dict)
     name: str = "prices"
     resolved: dict[str, str] = field(default_factory=dict)  # every successful lookup: name -> key used
+    providers: dict[str, str] = field(default_factory=dict)  # key -> LiteLLM's litellm_provider (when known)
+    provider: str | None = None  # default tie-breaking provider (see module docstring)
+    resolved_by: dict[str, str] = field(default_factory=dict)  # every successful lookup: name -> rule used
 
     def __post_init__(self) -> None:
         self._lower: dict[str, list[str]] = {}
         self._suffix: dict[str, list[str]] = {}
+        self._norm: dict[str, list[str]] = {}
+        self._undated: dict[str, list[str]] = {}
         for k in self.prices:
             self._lower.setdefault(k.lower(), []).append(k)
             self._suffix.setdefault(k.rsplit("/", 1)[-1].lower(), []).append(k)
+            self._norm.setdefault(normalise_name(k), []).append(k)
+            self._undated.setdefault(undated(k), []).append(k)
 
     def __len__(self) -> int:
         return len(self.prices)
@@ -93,32 +132,52 @@ class PriceTable:
         return isinstance(name, str) and self.get(name) is not None
 
     # -- lookup ---------------------------------------------------------------------------------------------------
-    def resolve(self, name: str) -> str:
+    def resolve(self, name: str, provider: str | None = None) -> str:
         """The key used for ``name`` (see module docstring); raises :class:`PriceNotFound` / :class:`AmbiguousPrice`."""
-        key = self._resolve(name)
+        key, how = self._resolve(name, provider or self.provider)
         self.resolved[name] = key
+        self.resolved_by[name] = how
         return key
 
-    def _resolve(self, name: str) -> str:
+    def _candidates(self, name: str) -> tuple[str, list[str]]:
+        """(rule, candidate keys) of the first rule 3..6 with any candidate."""
+        low = name.lower()
+        tail = [k for k in self._suffix.get(low.rsplit("/", 1)[-1], []) if k.lower().endswith("/" + low)]
+        for how, cands in (("case", self._lower.get(low, [])), ("suffix", tail),
+                           ("normalised", self._norm.get(normalise_name(name), [])),
+                           ("undated", self._undated.get(undated(name), []))):
+            if cands:
+                return how, cands
+        return "", []
+
+    def _of_provider(self, key: str, provider: str) -> bool:
+        return key.lower().startswith(provider.lower() + "/") or self.providers.get(key) == provider
+
+    def _resolve(self, name: str, provider: str | None) -> tuple[str, str]:
         if name in self.aliases:
             target = self.aliases[name]
             if target not in self.prices:
                 raise PriceNotFound(f"{self.name}: alias {name!r} -> {target!r}, but {target!r} has no price "
                                     "in the table")
-            return target
+            return target, "alias"
         if name in self.prices:
-            return name
-        same = self._lower.get(name.lower(), [])
-        if len(same) == 1:
-            return same[0]
-        cands = same or self._suffix.get(name.lower(), [])
+            return name, "exact"
+        how, cands = self._candidates(name)
         if cands:
-            distinct = {self.prices[k] for k in cands}
-            if len(distinct) == 1:
-                return sorted(cands)[0]
-            listing = ", ".join(f"{k} ({self.prices[k][0] * 1e6:g}/{self.prices[k][1] * 1e6:g} per 1M)"
-                                for k in sorted(cands))
-            raise AmbiguousPrice(f"{self.name}: {name!r} matches keys with different prices: {listing}; add an alias")
+            if len({self.prices[k] for k in cands}) == 1:
+                return sorted(cands)[0], how
+            mine = [k for k in cands if provider and self._of_provider(k, provider)]
+            if mine and len({self.prices[k] for k in mine}) == 1:
+                return sorted(mine)[0], how + "+provider"
+            listing = ", ".join(f"{k} [{self.providers.get(k, k.split('/')[0] if '/' in k else '?')}] "
+                                f"({self.prices[k][0] * 1e6:g}/{self.prices[k][1] * 1e6:g} per 1M)"
+                                for k in sorted(mine or cands)[:12])
+            more = f" and {len(mine or cands) - 12} more" if len(mine or cands) > 12 else ""
+            which = f"even for provider {provider!r} " if mine else (
+                f"(none of provider {provider!r}) " if provider else "")
+            raise AmbiguousPrice(f"{self.name}: {name!r} matches keys with different prices {which}"
+                                 f"({how} rule): {listing}{more}; choose one with --price_provider PROVIDER "
+                                 "(cost: {price_provider: ...} in --dataset_options) or add an alias")
         # Suggestions compare the name with whole keys and with their last "/"-component.
         close = difflib.get_close_matches(name, list(self.prices), n=5, cutoff=0.6)
         for suf in difflib.get_close_matches(name.lower(), list(self._suffix), n=5, cutoff=0.6):
@@ -127,24 +186,25 @@ class PriceTable:
         hint = f"; close keys (not used): {close}" if close else ""
         raise PriceNotFound(f"{self.name}: no price for {name!r}{hint}")
 
-    def lookup(self, name: str) -> Price:
-        key = self.resolve(name)
+    def lookup(self, name: str, provider: str | None = None) -> Price:
+        key = self.resolve(name, provider)
         pin, pout = self.prices[key]
         return Price(pin, pout, key)
 
-    def get(self, name: str, default: Price | None = None) -> Price | None:
+    def get(self, name: str, default: Price | None = None, provider: str | None = None) -> Price | None:
         """Like :meth:`lookup` but returns ``default`` when there is no (unambiguous) price."""
         try:
-            return self.lookup(name)
+            return self.lookup(name, provider)
         except PriceNotFound:
             return default
 
-    def cost(self, name: str, input_tokens: Any, output_tokens: Any) -> Any:
-        return self.lookup(name).cost(input_tokens, output_tokens)
+    def cost(self, name: str, input_tokens: Any, output_tokens: Any, provider: str | None = None) -> Any:
+        return self.lookup(name, provider).cost(input_tokens, output_tokens)
 
     @classmethod
     def from_litellm(cls, source: str | Path | Mapping[str, Any] | None = None, *,
-                     aliases: Mapping[str, str] | None = None, data_dir: str | Path | None = None) -> "PriceTable":
+                     aliases: Mapping[str, str] | None = None, data_dir: str | Path | None = None,
+                     provider: str | None = None) -> "PriceTable":
         """LiteLLM's price JSON: a path, a URL, an already-parsed mapping, or None for the data dir / pinned URL."""
         if source is None:
             from aco_bert.data.registry import resolve_data_dir
@@ -153,13 +213,17 @@ class PriceTable:
             source = d / LITELLM_RELPATH if d is not None and (d / LITELLM_RELPATH).exists() else LITELLM_URL
         where, raw = _read_mapping(source, "model -> price fields")
         prices: dict[str, tuple[float, float]] = {}
+        providers: dict[str, str] = {}
         for k, v in raw.items():
             if k == "sample_spec" or not isinstance(v, Mapping):
                 continue
             pin, pout = v.get("input_cost_per_token"), v.get("output_cost_per_token")
             if _is_num(pin) and _is_num(pout):
                 prices[str(k)] = (float(pin), float(pout))
-        return cls(prices, dict(aliases or {}), name=f"litellm:{Path(where).name}")
+                if isinstance(v.get("litellm_provider"), str):
+                    providers[str(k)] = v["litellm_provider"]
+        return cls(prices, dict(aliases or {}), name=f"litellm:{Path(where).name}", providers=providers,
+                   provider=provider)
 
     @classmethod
     def from_per_million(cls, source: str | Path | Mapping[str, Any], *, input_field: str = "input_price",

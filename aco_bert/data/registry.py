@@ -147,12 +147,27 @@ def default_spec_name(dataset: str) -> str:
     return DEFAULT_SPECS[dataset]
 
 
-def load_outcomes(name_or_path: str | Path, data_dir: str | Path | None = None, **kw: Any) -> OutcomeTable:
+def load_outcomes(name_or_path: str | Path, data_dir: str | Path | None = None, *, cost: Any = None,
+                  spec: Any = None, **kw: Any) -> OutcomeTable:
+    """The table of a named dataset or a generic file; ``kw`` are the loader's options.
+
+    ``cost``: a :class:`~aco_bert.data.costs.CostRule` (or its dict, ``--dataset_options "{cost: {...}}"``) that
+    fills a missing ``cost_usd`` from tokens or turns; ``spec``: the verb's router spec (a RouterSpec, a name or a
+    path), whose tier prices the rule uses and which, without a rule, derives the cost of models that have tokens
+    but no cost at all. What was derived is in ``extras["derived_cost"]`` (see :mod:`aco_bert.data.costs`).
+    """
+    from aco_bert.data.costs import CostRule, apply_cost_rule
+
     name = str(name_or_path)
+    rule = CostRule.make(cost)
     if name in DATASETS:
-        return DATASETS[name](resolve_data_dir(data_dir), **kw)
-    if Path(name).exists():
+        table = DATASETS[name](resolve_data_dir(data_dir), **kw)
+    elif Path(name).exists():
         from aco_bert.data.adapters import generic
 
-        return generic.load_generic(name, **kw)
-    raise ValueError(f"unknown dataset {name!r}: not one of {sorted(DATASETS)} nor an existing path")
+        if rule is not None and rule.turns_column != "turns":
+            kw["rename"] = {rule.turns_column: "turns"}
+        table = generic.load_generic(name, **kw)
+    else:
+        raise ValueError(f"unknown dataset {name!r}: not one of {sorted(DATASETS)} nor an existing path")
+    return apply_cost_rule(table, rule, spec, data_dir=resolve_data_dir(data_dir))

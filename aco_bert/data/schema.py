@@ -25,6 +25,7 @@ CANONICAL_COLUMNS: dict[str, tuple[str, bool]] = {
     "input_tokens": ("float64", False),
     "output_tokens": ("float64", False),
     "api_calls": ("float64", False),
+    "turns": ("float64", False),  # agent turns of the run: with a stated tokens-per-turn rule it yields cost
     "latency_s": ("float64", False),
     "source": ("string", False),
     "category": ("string", False),
@@ -33,7 +34,7 @@ CANONICAL_COLUMNS: dict[str, tuple[str, bool]] = {
     # the cascade's verifier may read it, never the ex-ante router.
     "response": ("string", False),
 }
-TRACE_COLUMNS = ("api_calls", "latency_s", "cost_usd", "input_tokens", "output_tokens")
+TRACE_COLUMNS = ("api_calls", "latency_s", "cost_usd", "input_tokens", "output_tokens", "turns")
 PROMPT_META_COLUMNS = ("source", "category", "step_type")
 STEP_TYPES = ("search", "read", "edit", "test", "verify", "plan")
 
@@ -123,7 +124,7 @@ def validate_table(df: pd.DataFrame, *, file: str = "<table>", row_offset: int =
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(f"success {df['success'].iloc[i]!r} is not a number in [0, 1]", file=file, row=i + row_offset)
-    for col in ("cost_usd", "input_tokens", "output_tokens", "api_calls", "latency_s"):
+    for col in ("cost_usd", "input_tokens", "output_tokens", "api_calls", "turns", "latency_s"):
         v = out[col].to_numpy()
         neg = ~np.isnan(v) & (v < 0)
         if neg.any():

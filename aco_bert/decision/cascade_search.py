@@ -76,7 +76,12 @@ def candidate_chains(success: np.ndarray, cost: np.ndarray, frontier: int, max_b
     plus each hull tier alone (so the family reaches the zero router's cheap end)."""
     from aco_bert.evaluation.metrics.core import upper_hull
 
-    s, c = np.nanmean(success, axis=0), np.nanmean(cost, axis=0)
+    success, cost = np.asarray(success, float), np.asarray(cost, float)
+    ran_all = ~np.isnan(success).any(axis=1)  # hull tiers compared on the prompts every tier ran (complete case)
+    if ran_all.any():
+        success, cost = success[ran_all], cost[ran_all]
+    with np.errstate(all="ignore"):
+        s, c = np.nanmean(success, axis=0), np.nanmean(cost, axis=0)
     below = [t for t in range(frontier) if np.isfinite(s[t]) and np.isfinite(c[t])]  # tiers are cheapest first
     if not below:
         return [(frontier,)]

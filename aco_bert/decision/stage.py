@@ -223,7 +223,7 @@ def run_stack(cfg: StackStageConfig, log=print) -> dict[str, Any]:
     if cfg.mode == "heads" and spec.models != ri.models:
         raise ValueError(f"--mode heads routes among the heads' tiers {ri.models}; spec {spec.name!r} has "
                          f"{spec.models} (a different tier set needs --mode stacked)")
-    m = ds.load().matrix(spec.models)
+    m = ds.load(spec=spec).matrix(spec.models)  # spec tier prices derive a missing cost (aco_bert.data.costs)
     pos = {p: i for i, p in enumerate(m.prompt_ids)}
     missing = [p for p in ri.prompt_ids if p not in pos]
     if missing:

@@ -33,19 +33,29 @@ def spec_min_tier(spec: RouterSpec, matrix: OutcomeMatrix) -> np.ndarray:
 
 
 def reference_report(dataset: str, data_dir: str | None = None, spec: str | None = None, models: str = "all",
-                     seed: int = 0, within: float = ONE_POINT, clip_success: bool = False
-                     ) -> tuple[EvalReport, list[str]]:
+                     seed: int = 0, within: float = ONE_POINT, clip_success: bool = False,
+                     name: str | None = None, cost_metric: str = "usd", dataset_options: dict | None = None,
+                     price_provider: str | None = None) -> tuple[EvalReport, list[str]]:
     """Load ``dataset``, pick the models, evaluate the reference policies; returns (report, notes to print).
 
     ``models``: ``"all"`` (every model of the dataset, cheapest first), ``"spec"`` (the spec's tiers, floors
     applied) or a comma-separated list. A spec given with other models only lends its frontier. ``clip_success``
-    (user files only) clips success outside [0, 1] instead of refusing the file.
+    (user files only) clips success outside [0, 1] instead of refusing the file. ``name``: the dataset name shown
+    in the report (default: the registry name or the path). ``cost_metric``: ``usd`` or ``share`` (see
+    :mod:`aco_bert.evaluation.metrics.cost_metric`). ``dataset_options``: loader options (e.g. a ``cost`` rule,
+    :mod:`aco_bert.data.costs`; ``price_provider`` joins it); the spec's tier prices derive a missing cost too.
     """
+    from aco_bert.data.costs import cost_lines, require_costs, with_price_provider
     from aco_bert.data import load_outcomes
+    from aco_bert.data.registry import DATASETS
 
-    table = load_outcomes(dataset, data_dir=data_dir, **({"clip_success": True} if clip_success else {}))
-    notes = [table.report_skipped()]
+    kw = {**with_price_provider(dataset_options, price_provider), **({"clip_success": True} if clip_success else {})}
+    if name and str(dataset) not in DATASETS:
+        kw["name"] = name  # a user file: the generic loader names its table
     rs = RouterSpec.load(spec) if spec else None
+    table = load_outcomes(dataset, data_dir=data_dir, spec=rs, **kw)
+    notes = [table.report_skipped()] + (["\n".join(cost_lines(table))] if cost_lines(table) else [])
+    need_cost = cost_metric == "usd"
     min_tier = None
     frontier = None
     if models == "spec":
@@ -53,12 +63,16 @@ def reference_report(dataset: str, data_dir: str | None = None, spec: str | None
             raise ValueError("models 'spec' needs a spec")
         chosen = rs.models
         matrix = table.matrix(chosen)
+        if need_cost:
+            require_costs(matrix, chosen, name or str(dataset), table)
         min_tier = spec_min_tier(rs, matrix)
         frontier = rs.frontier
         notes.append(f"models: the {len(chosen)} tiers of spec {rs.name!r} (floors applied)")
     else:
         chosen = table.models if models == "all" else [m.strip() for m in models.split(",") if m.strip()]
         matrix = table.matrix(chosen)
+        if need_cost:
+            require_costs(matrix, chosen, name or str(dataset), table)
         chosen = model_order(matrix, chosen)
         if rs is not None:
             if rs.frontier is not None and rs.frontier in chosen:
@@ -66,5 +80,5 @@ def reference_report(dataset: str, data_dir: str | None = None, spec: str | None
             if rs.floors or rs.step_type_min:
                 notes.append(f"spec {rs.name!r} floors ignored: they name spec tiers; use --models spec")
     report = evaluate_policies(matrix, chosen, min_tier=min_tier, frontier=frontier, seed=seed, within=within,
-                               dataset=str(dataset))
+                               dataset=name or str(dataset), cost_metric=cost_metric)
     return report, notes + report.notes

@@ -18,10 +18,16 @@ Reference policies (all respect the prompts' minimum tiers when given):
   outcomes: the cheapest succeeding model; if none succeeds, the cheapest run on that prompt -- a try is still
   paid for). The ``oracle`` curve sweeps ``success - lambda * cost`` on actual outcomes.
 * ``random``: a uniformly random allowed tier per prompt (seeded).
+
+Prompts: by default only those every candidate model ran (:mod:`aco_bert.evaluation.metrics.complete_case`), so
+no model's rate over its own prompts is compared with another's over different ones; the rule is printed in the
+notes and the JSON (``zero_router_rule``). Cost: realised USD, or RouteLLM's strong-call share
+(:mod:`aco_bert.evaluation.metrics.cost_metric`), replaced before any policy is chosen.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -32,6 +38,8 @@ import numpy as np
 
 from aco_bert.data.schema import OutcomeMatrix
 from aco_bert.artifacts.jsonio import json_safe
+from aco_bert.evaluation.metrics.complete_case import complete_case
+from aco_bert.evaluation.metrics.cost_metric import check_cost_metric, cost_header, fmt_cost, share_cost, strong_column
 from aco_bert.evaluation.metrics.core import (
     ONE_POINT,
     curve_metrics,
@@ -288,6 +296,9 @@ class EvalReport:
     curves: dict[str, Curve]
     metrics: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    zero_router_rule: str = ""  # which prompts the references were chosen on and every policy measured on
+    n_prompts_total: int | None = None  # prompts of the table before the complete-case rule
+    cost_metric: str = "usd"  # "usd" or "share" (strong-call share, RouteLLM's metric)
 
     def get(self, name: str) -> PolicyResult:
         for p in self.policies:
@@ -299,16 +310,17 @@ class EvalReport:
         return f"{p.name} ({p.model})" if p.kind == "reference" and p.model else p.name
 
     def markdown(self) -> str:
-        lines = ["| Policy | Success | Cost/Task | Savings vs frontier |", "|---|---:|---:|---:|"]
+        cm = self.cost_metric
+        lines = [f"| Policy | Success | {cost_header(cm)} | Savings vs frontier |", "|---|---:|---:|---:|"]
         for p in self.policies:
             sv = "-" if not math.isfinite(p.savings_vs_frontier) else f"{100 * p.savings_vs_frontier:.1f} %"
-            lines.append(f"| {self._label(p)} | {100 * p.success:.1f} % | {usd(p.cost_per_task)} | {sv} |")
+            lines.append(f"| {self._label(p)} | {100 * p.success:.1f} % | {fmt_cost(p.cost_per_task, cm)} | {sv} |")
         curves = {k: v for k, v in self.metrics.items() if k != "range"}
         if curves:
             lines += ["", "| Curve | AIQ | APGR | CPT(50%) | CPT(80%) |", "|---|---:|---:|---:|---:|"]
             for k, m in curves.items():
                 def c(v, f):
-                    return "never" if v is None else f"{usd(v)} ({100 * f:.1f} %)"
+                    return "never" if v is None else f"{fmt_cost(v, cm)} ({100 * f:.1f} %)"
                 lines.append(f"| {k} | {m['aiq']:.4f} | {m['apgr']:.3f} | {c(m['cpt_50'], m['cpt_50_frac'])} | "
                              f"{c(m['cpt_80'], m['cpt_80_frac'])} |")
         return "\n".join(lines)
@@ -325,7 +337,8 @@ class EvalReport:
             "dataset": self.dataset, "n_prompts": self.n_prompts, "models": self.models,
             "frontier": self.frontier, "cheapest": self.cheapest, "zero_router_model": self.zero_router_model,
             "policies": pols, "curves": {k: v.to_dict() for k, v in self.curves.items()},
-            "metrics": self.metrics, "notes": self.notes,
+            "metrics": self.metrics, "notes": self.notes, "zero_router_rule": self.zero_router_rule,
+            "n_prompts_total": self.n_prompts_total, "cost_metric": self.cost_metric,
         }
 
     def save_json(self, path: str | Path) -> None:
@@ -356,6 +369,8 @@ def evaluate_policies(
     within: float = ONE_POINT,
     seed: int = 0,
     dataset: str = "",
+    complete_case_only: bool = True,
+    cost_metric: str = "usd",
 ) -> EvalReport:
     """Reference policies plus any learned ones, on one table; the hook every router reports through.
 
@@ -365,9 +380,12 @@ def evaluate_policies(
       ``min_tier`` is given.
     * ``decisions``: name -> precomputed (P,) tiers (e.g. chosen by nested CV per fold); checked against floors.
     * ``decision_curves``: name -> [(param, tiers), ...] for curves decided elsewhere.
+    * ``complete_case_only``: measure everything on the prompts every candidate ran (default; see module docstring);
+      False keeps every prompt, each policy's rate over the prompts its chosen models ran (not comparable).
+    * ``cost_metric``: ``"usd"`` or ``"share"`` (cost 1 for the frontier, 0 otherwise, in matrix and ``ctx``).
     """
     models = model_order(matrix) if models is None else list(models)
-    _columns(matrix, models)
+    cols = _columns(matrix, models)
     p = matrix.n_prompts
     if ctx is not None and ctx.shape != (p, len(models)):
         raise ValueError(f"context shape {ctx.shape} != (prompts, models) = ({p}, {len(models)})")
@@ -376,7 +394,23 @@ def evaluate_policies(
     min_tier = np.asarray(min_tier, dtype=int)
     if min_tier.shape != (p,) or (min_tier < 0).any() or (min_tier >= len(models)).any():
         raise ValueError(f"min_tier must be ({p},) ints in [0, {len(models)})")
-    notes: list[str] = []
+    if check_cost_metric(cost_metric) == "share":
+        strong = strong_column(models, matrix.cost[:, cols], frontier)
+        frontier, cost01 = models[strong], np.zeros_like(matrix.cost, dtype=float)
+        cost01[:, cols] = share_cost(matrix.cost[:, cols], strong)
+        matrix = dataclasses.replace(matrix, cost=cost01)
+        if ctx is not None:
+            ctx = dataclasses.replace(ctx, exp_cost=share_cost(ctx.exp_cost, strong))
+        sweeps = [sw if sw.ctx is None else dataclasses.replace(
+            sw, ctx=dataclasses.replace(sw.ctx, exp_cost=share_cost(sw.ctx.exp_cost, strong))) for sw in sweeps]
+    cc = complete_case(matrix.success[:, cols], models, min_tier)
+    rule = cc.rule() if complete_case_only else \
+        "all prompts: each policy over the prompts its chosen models ran (rates over different prompts)"
+    notes: list[str] = [] if cc.complete else [rule]
+    if complete_case_only and not cc.complete:
+        matrix, ctx, min_tier, sweeps, decisions, decision_curves = _restrict(
+            np.flatnonzero(cc.keep), matrix, ctx, min_tier, sweeps, decisions, decision_curves)
+        p = matrix.n_prompts
     if (min_tier > 0).any():
         notes.append(f"floors: {int((min_tier > 0).sum())} of {p} prompts have a minimum tier above 1")
 
@@ -436,4 +470,27 @@ def evaluate_policies(
         notes.append("prompts routed to a model without an outcome, excluded from the means: " + ", ".join(missing))
     return EvalReport(dataset=dataset, models=models, n_prompts=p, frontier=f_model, cheapest=c_model,
                       zero_router_model=z_model, policies=refs + learned + list(fixed.values()), curves=curves,
-                      metrics=metrics, notes=notes)
+                      metrics=metrics, notes=notes, zero_router_rule=rule, n_prompts_total=cc.n_total,
+                      cost_metric=cost_metric)
+
+
+def _restrict(idx: np.ndarray, matrix: OutcomeMatrix, ctx: RoutingContext | None, min_tier: np.ndarray,
+              sweeps: Sequence[Sweep], decisions: Mapping[str, np.ndarray] | None,
+              decision_curves: Mapping[str, Sequence[tuple[float, np.ndarray]]] | None):
+    """Everything :func:`evaluate_policies` replays, restricted to the prompts ``idx`` (decisions checked first:
+    a vector of the wrong length must fail, not be silently cut)."""
+    n = matrix.n_prompts
+
+    def cut(name: str, t) -> np.ndarray:
+        t = np.asarray(t)
+        if t.shape != (n,):
+            raise ValueError(f"decisions {name!r} have shape {t.shape}; expected ({n},), one per prompt")
+        return t[idx]
+
+    def sub(c: RoutingContext | None) -> RoutingContext | None:
+        return None if c is None else RoutingContext(c.probs[idx], c.exp_cost[idx], c.min_tier[idx],
+                                                     None if c.budget is None else c.budget[idx])
+    return (matrix.subset(idx), sub(ctx), min_tier[idx],
+            [dataclasses.replace(sw, ctx=sub(sw.ctx)) for sw in sweeps],
+            {k: cut(k, v) for k, v in (decisions or {}).items()},
+            {k: [(v, cut(k, t)) for v, t in pts] for k, pts in (decision_curves or {}).items()})

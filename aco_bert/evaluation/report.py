@@ -71,9 +71,12 @@ class RouterEvalConfig:
     """Every knob of the nested report (YAML keys = ``aco-bert report`` flags)."""
 
     dataset: str | None = None  # dataset name or path; default: the neural run's (run.json), else swebench-verified
+    name: str | None = None  # dataset name shown in report.md / report.json (default: the registry name or path)
+    cost_metric: str = "usd"  # 'usd' or 'share' (RouteLLM's strong-call share: frontier 1, others 0, before any choice)
     spec: str | None = None  # router spec name or YAML path; default: the neural run's whole spec, else the dataset's
     data_dir: str | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)  # loader options, e.g. {with_responses: true}
+    price_provider: str | None = None  # cost from tokens: LiteLLM provider choosing between keys of different prices
     oof_run: str | None = None  # neural k-fold run dir (oof.safetensors + oof_meta.json); its prompts are evaluated
     split: str = "kfold"  # "kfold" (outer K-fold; the neural run's folds when given) or "given" (train/test meta)
     k_outer: int = 5
@@ -110,6 +113,9 @@ class RouterEvalConfig:
         from aco_bert.evaluation.report_sources import peer_names
 
         self.peers = peer_names(self.peers)  # an unknown peer is refused here, naming the known ones
+        from aco_bert.evaluation.metrics.cost_metric import check_cost_metric
+
+        check_cost_metric(self.cost_metric)
 
 
 def _hull_mix(fixed: Sequence[tuple[int, float, float]], max_cost: float, n: int, rng: np.random.Generator
@@ -170,14 +176,24 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
     from aco_bert.signals.handcrafted import featurize
 
     t_start = time.time()
+    from aco_bert.data.costs import with_price_provider
+
     data = load_report_data(cfg.dataset, cfg.spec, cfg.data_dir, cfg.oof_run, cfg.max_prompts, cfg.seed, log,
-                            cfg.dataset_options)
+                            with_price_provider(cfg.dataset_options, cfg.price_provider))
     spec, m, dataset = data.spec, data.matrix, data.dataset
+    dataset = cfg.name or dataset
     ids, n, n_t = m.prompt_ids, m.n_prompts, len(spec.models)
+    frontier = spec.frontier
+    if cfg.cost_metric == "share":  # the 0/1 strong-call cost replaces USD before anything is fitted or chosen
+        from aco_bert.evaluation.metrics.cost_metric import share_cost, strong_column
+
+        strong = strong_column(spec.models, m.cost, spec.frontier)
+        frontier, m = spec.models[strong], dataclasses.replace(m, cost=share_cost(m.cost, strong))
     y, cost = m.success, m.cost
     if np.isnan(cost).all(axis=0).any():
-        raise ValueError(f"spec tiers without any cost in {dataset!r}: "
-                         f"{[spec.models[t] for t in np.flatnonzero(np.isnan(cost).all(axis=0))]}")
+        from aco_bert.data.costs import require_costs
+
+        require_costs(m, spec.models, dataset)  # names the spec tiers without any cost and how to derive it
     steps = m.meta["step_type"].tolist() if "step_type" in m.meta.columns else None
     steps = None if steps is None or all(not isinstance(s, str) for s in steps) else \
         [s if isinstance(s, str) else None for s in steps]
@@ -185,6 +201,14 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
     min_tier = floors_for(spec, m.prompts, steps).min_tier if cfg.floors else np.zeros(m.n_prompts, dtype=int)
     log(f"[router-eval] {dataset}: {n} prompts x {n_t} tiers ({spec.name}); "
         f"{int((min_tier > 0).sum())} prompts with a floor")
+    from aco_bert.evaluation.metrics.complete_case import complete_case
+
+    # frontier, zero router, hull and every knob are chosen, and every policy replayed, on the prompts every
+    # candidate tier ran (the sources still learn from every known outcome)
+    cc = complete_case(y, spec.models, min_tier)
+    y_sel, cost_sel = (np.where(cc.keep[:, None], a, np.nan) for a in (y, cost))
+    if not cc.complete:
+        log(f"[router-eval] {cc.rule()}")
 
     neural = None
     if cfg.oof_run:
@@ -256,17 +280,17 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
         tr, te = np.asarray(f.train), np.asarray(f.test)
         assert not np.intersect1d(tr, te).size, "outer train and test overlap"
         inner = _inner(ids, tr, cfg.k_inner, cfg.seed + 1 + f.index)
-        fc = frontier_col(spec.models, spec.frontier, y[tr], cost[tr])
-        s_front = float(np.nanmean(y[tr, fc]))
+        fc = frontier_col(spec.models, frontier, y_sel[tr], cost_sel[tr])
+        s_front = float(np.nanmean(y_sel[tr, fc]))
         target = s_front - cfg.within + cfg.margin
-        max_cost = (1 - cfg.min_savings) * float(np.nanmean(cost[tr, fc]))
+        max_cost = (1 - cfg.min_savings) * float(np.nanmean(cost_sel[tr, fc]))
 
         def pick(points, rule):
             return select_match(points, target) if rule == "match" else select_savings(points, max_cost)
         log(f"[router-eval] fold {f.index}: train {len(tr)} test {len(te)}; train frontier "
             f"{spec.models[fc]} {100 * s_front:.1f} % -> selection target {100 * target:.1f} %")
         # zero router chosen on the training prompts: cheapest fixed tier within `within` of the frontier
-        fixed = [(t, *realised(np.full(len(tr), t), y[tr], cost[tr])) for t in range(n_t)]
+        fixed = [(t, *realised(np.full(len(tr), t), y_sel[tr], cost[tr])) for t in range(n_t)]
         zt = select_match([(t, s, c) for t, s, c in fixed], s_front - cfg.within)
         zero_nested[te] = np.maximum(zt, min_tier[te])
         # zero-router *mix* at the savings rule's budget: random mixing of the two hull vertices around it
@@ -325,7 +349,7 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
                 pts = []
                 for k in grid:
                     pol = make[fam](k)
-                    pts.append((k, *realised(pol.decide(ctx_tr), y[tr], cost[tr])))
+                    pts.append((k, *realised(pol.decide(ctx_tr), y_sel[tr], cost[tr])))
                     curve_tiers[(s, fam)][k][te] = pol.decide(ctx_te)
                 for rule in RULES:
                     k_sel = pick(pts, rule)
@@ -344,6 +368,7 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
     # --- restrict to the prompts that were in an outer test fold (all of them with k-fold; the test split with
     # split: given) -- train-split prompts never get a test decision and must not be replayed ---------------------
     ev = np.sort(np.concatenate([np.asarray(f.test) for f in folds]))
+    ev = ev[cc.keep[ev]]  # the complete-case rule (see cc above)
     if len(ev) < n:
         m, y, cost, min_tier = m.subset(ev), y[ev], cost[ev], min_tier[ev]
         for d in (probs, exp_c):
@@ -370,8 +395,12 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
     decision_curves = {f"{s} {fam}": [(k, t) for k, t in curve_tiers[(s, fam)].items()]
                        for s in srcs for fam in grids}
     report = evaluate_policies(m, spec.models, decisions=decisions, decision_curves=decision_curves,
-                               min_tier=min_tier, frontier=spec.frontier, within=cfg.within, seed=cfg.seed,
+                               min_tier=min_tier, frontier=frontier, within=cfg.within, seed=cfg.seed,
                                dataset=dataset)
+    report.cost_metric = cfg.cost_metric
+    if not cc.complete:
+        report.zero_router_rule, report.n_prompts_total = cc.rule(), cc.n_total
+        report.notes.insert(0, cc.rule())
     fcost = report.get("always-frontier").cost_per_task
     if casc is not None:
         casc.add_to(report, fcost, n_t)
@@ -417,6 +446,7 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
         rows.append({**p.to_dict(), "hull_success_at_cost": h, "vs_hull_pts": 100 * (p.success - h)})
     out = {
         "config": dataclasses.asdict(cfg), "dataset": dataset, "spec": spec.name, "models": spec.models,
+        "cost_metric": cfg.cost_metric, "zero_router_rule": report.zero_router_rule,
         "n_prompts": n, "n_folds": len(folds), "sources": srcs, "table": rows,
         "evaluator": report.to_dict(), "diagnostics": diag, "seconds": time.time() - t_start,
         "neural_run": None if neural is None else {"dir": cfg.oof_run, "mean_auc": neural["meta"].get("mean_auc"),

@@ -119,23 +119,28 @@ def load_report_data(dataset: str | None, spec: str | None, data_dir: str | None
     """
     options = dict(options or {})
     from aco_bert.data import load_outcomes
+    from aco_bert.data.costs import cost_lines
     from aco_bert.data.registry import POOLED_DATASETS, default_spec_name
     from aco_bert.data.splits import subsample
 
     run_ids, info = run_prompt_ids(oof_run) if oof_run else (None, None)
     if dataset is not None and info is not None and is_pool_member(info, dataset):
         return member_report_data(dataset, spec, data_dir, oof_run, run_ids, info, max_prompts, seed, log)
-    if info is not None and (dataset is None or (dataset in POOLED_DATASETS and dataset == info.dataset.dataset)):
-        table, name = info.dataset.load(data_dir, **options), info.dataset.label  # a pool needs the run's options
-    else:
-        name = dataset or DEFAULT_DATASET
-        table = load_outcomes(name, data_dir=data_dir, **options)
+    from_run = info is not None and (dataset is None or (dataset in POOLED_DATASETS and dataset == info.dataset.dataset))
+    name = info.dataset.label if from_run else dataset or DEFAULT_DATASET
     if spec is not None:
         rs = RouterSpec.load(spec)
     elif info is not None:
         rs = info.router_spec()
     else:
         rs = RouterSpec.load(default_spec_name(name))
+    # the spec goes to the loader: its tier prices derive a missing cost (aco_bert.data.costs), printed below
+    if from_run:
+        table = info.dataset.load(data_dir, spec=rs, **options)  # a pool needs the run's options
+    else:
+        table = load_outcomes(name, data_dir=data_dir, spec=rs, **options)
+    for line in cost_lines(table):
+        log(f"[router-eval] {line}")
     m = table.matrix(rs.models)
     if run_ids is not None:
         n_all = m.n_prompts

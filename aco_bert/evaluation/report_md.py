@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from aco_bert.evaluation.replay import usd
+from aco_bert.evaluation.metrics.cost_metric import cost_header, fmt_cost
 
 
 def _pct(v: float | None) -> str:
@@ -29,6 +29,8 @@ def sources_table(out: dict[str, Any]) -> list[str]:
     per = out.get("per_source") or {}
     if not per:
         return []
+    cm = out.get("cost_metric", "usd")
+    usd = lambda v: fmt_cost(v, cm)  # noqa: E731
     lines = ["", f"Routers and peer reference routers (zero-router hull AIQ {_num(out.get('hull_aiq'), '.4f')}, "
                  f"oracle AIQ {_num(out.get('oracle_aiq'), '.4f')}):", "",
              "| Source | Curve | mean AUC | AIQ | AIQ - hull [95 % CI] | APGR | CPT(80%) | "
@@ -59,10 +61,16 @@ def markdown(out: dict[str, Any]) -> str:
     """The report tables: policies, routers vs peers, curve metrics, AUC/calibration, cost model, conformal
     coverage."""
     ev = out["evaluator"]
+    cm = out.get("cost_metric", "usd")
+    usd = lambda v: fmt_cost(v, cm)  # noqa: E731
     lines = [f"## {out['dataset']} / {out['spec']}: {out['n_prompts']} prompts, {len(out['models'])} tiers, "
-             f"nested CV ({out['n_folds']} outer folds)", "",
-             "| Policy | Success | Cost/Task | Savings vs frontier | Zero-router hull at that cost | vs hull |",
-             "|---|---:|---:|---:|---:|---:|"]
+             f"nested CV ({out['n_folds']} outer folds)", ""]
+    if cm != "usd":
+        lines += ["Cost metric: strong-call share (RouteLLM's: 1 per call to the frontier tier, 0 otherwise).", ""]
+    if out.get("zero_router_rule"):
+        lines += [f"Prompts: {out['zero_router_rule']}.", ""]
+    lines += [f"| Policy | Success | {cost_header(cm)} | Savings vs frontier | Zero-router hull at that cost | "
+              "vs hull |", "|---|---:|---:|---:|---:|---:|"]
     for r in out["table"]:
         label = f"{r['name']} ({r['model']})" if r.get("model") else r["name"]
         sv = r.get("savings_vs_frontier")
@@ -72,9 +80,11 @@ def markdown(out: dict[str, Any]) -> str:
     lines += sources_table(out)
     mets = {k: v for k, v in ev["metrics"].items() if k != "range"}
     if mets:
-        lines += ["", "| Curve | AIQ | APGR |", "|---|---:|---:|"]
+        lines += ["", "| Curve | AIQ | APGR | CPT(50%) | CPT(80%) |", "|---|---:|---:|---:|---:|"]
         for k, v in mets.items():
-            lines.append(f"| {k} | {v['aiq']:.4f} | {v['apgr']:.3f} |")
+            cpt = ["never" if v.get(f"cpt_{x}") is None else
+                   f"{usd(v[f'cpt_{x}'])} ({_pct(v.get(f'cpt_{x}_frac'))})" for x in (50, 80)]
+            lines.append(f"| {k} | {v['aiq']:.4f} | {v['apgr']:.3f} | {cpt[0]} | {cpt[1]} |")
     d = out["diagnostics"]
     lines += ["", "| Source | mean AUC (pooled outer test) | mean ECE | mean ECE (equal mass) | mean Brier |",
               "|---|---:|---:|---:|---:|"]
@@ -83,7 +93,8 @@ def markdown(out: dict[str, Any]) -> str:
         f = lambda k: float(np.nanmean([r[k] for r in rep]))  # noqa: E731
         lines.append(f"| {s} | {'-' if auc is None else f'{auc:.3f}'} | {f('ece'):.3f} | {f('ece_mass'):.3f} | "
                      f"{f('brier'):.4f} |")
-    lines += ["", "| Expected cost | MAE (USD) | mean abs log error |", "|---|---:|---:|"]
+    lines += ["", f"| Expected cost | MAE ({'USD' if cm == 'usd' else 'share'}) | mean abs log error |",
+              "|---|---:|---:|"]
     for k, v in d["cost_model"].items():
         lines.append(f"| {k} | {usd(v['mae'])} | {v['log_error']:.3f} |")
     if d.get("conformal_coverage"):

@@ -60,9 +60,15 @@ def load_router_data(cfg: TrainConfig) -> RouterData:
     from aco_bert.data.splits import subsample
     from aco_bert.spec import RouterSpec, Tier
 
-    table = load_outcomes(cfg.dataset, data_dir=cfg.data_dir, **cfg.dataset_options)
-    if cfg.spec:
-        spec = RouterSpec.load(cfg.spec)
+    given = RouterSpec.load(cfg.spec) if cfg.spec else None
+    # the spec's tier prices derive a missing cost_usd from tokens (aco_bert.data.costs), as in evaluate/report
+    table = load_outcomes(cfg.dataset, data_dir=cfg.data_dir, spec=given, **cfg.dataset_options)
+    from aco_bert.data.costs import cost_lines
+
+    for line in cost_lines(table):
+        logger.info(line)
+    if given is not None:
+        spec = given
         models, spec_name = spec.models, spec.name
     else:
         models, spec_name = default_tier_order(table), None

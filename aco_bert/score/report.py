@@ -116,6 +116,15 @@ def evaluate_scored(scored, matrix, models: Sequence[str], *, frontier: str | No
         notes.append(f"{matrix.n_prompts - len(keep)} prompt(s) could not be scored and are left out")
     sub = matrix.subset(np.array(keep, dtype=int))
     d = df.loc[sub.prompt_ids]
+    # the complete-case rule (aco_bert.evaluation.metrics.complete_case), applied here so the cascade row below is
+    # replayed on the same prompts as every other row
+    from aco_bert.evaluation.metrics.complete_case import complete_case
+
+    cc = complete_case(sub.success[:, [sub.models.index(x) for x in models]], list(models),
+                       d["min_tier"].to_numpy(int) - 1)
+    if not cc.complete:
+        idx = np.flatnonzero(cc.keep)
+        sub, d = sub.subset(idx), d.iloc[idx]
     probs = d[[f"p:{m}" for m in models]].to_numpy(float)
     cost = d[[f"cost:{m}" for m in models]].to_numpy(float)
     min_tier = d["min_tier"].to_numpy(int) - 1
@@ -125,7 +134,8 @@ def evaluate_scored(scored, matrix, models: Sequence[str], *, frontier: str | No
     report = evaluate_policies(sub, list(models), ctx=ctx, decisions={f"router ({policy})": tiers},
                                sweeps=[threshold_sweep("router-threshold"), utility_sweep("router-utility")],
                                min_tier=min_tier, frontier=frontier, dataset=dataset)
-    report.notes = notes + report.notes
+    report.notes = notes + ([] if cc.complete else [cc.rule()]) + report.notes
+    report.zero_router_rule, report.n_prompts_total = cc.rule(), matrix.n_prompts
     if "cascade_tiers" in d.columns:
         add_cascade_row(report, sub, d, list(models), f"router ({policy}) + cascade")
     return report

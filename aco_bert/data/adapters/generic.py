@@ -8,12 +8,13 @@ Two layouts, in ``.jsonl``, ``.csv`` or ``.parquet``:
   listed in ``extras["ignored_columns"]``.
 * **wide**: one row per prompt: ``prompt_id, prompt`` (optional ``source, category, step_type``), one success column
   per model, and optional trace columns ``<model>|cost`` (or ``|cost_usd``, ``|input_tokens``, ``|output_tokens``,
-  ``|api_calls``, ``|latency_s``) and the model's answer text ``<model>|response`` (read as is) or
+  ``|api_calls``, ``|turns``, ``|latency_s``) and the model's answer text ``<model>|response`` (read as is) or
   ``<model>|model_response`` (RouterBench's convention: a stringified list of strings is unwrapped, see
   :func:`~aco_bert.data.adapters.routerbench.parse_response`). An empty success cell means "not run" and is skipped
   and counted. Columns ``<x>|<other>`` are ignored and listed.
 
-A long table's ``response`` column is read as is. Responses are post-run traces: only the cascade reads them.
+Tables without ``cost_usd`` but with tokens or agent ``turns`` get their cost from :mod:`aco_bert.data.costs`
+(``load_outcomes(..., cost=...)``). A long table's ``response`` column is read as is. Responses are post-run traces: only the cascade reads them.
 
 The layout is detected (a ``model`` column means long, otherwise wide) or given as ``format=``; a long file
 without ``success`` is an error ("missing column success"), never read as a wide one with a model named "model".
@@ -45,7 +46,7 @@ def _val(v: object) -> object:
     return v.item() if hasattr(v, "item") else v
 
 TRACE_SUFFIXES = {"cost": "cost_usd", "cost_usd": "cost_usd", "input_tokens": "input_tokens",
-                  "output_tokens": "output_tokens", "api_calls": "api_calls", "latency_s": "latency_s",
+                  "output_tokens": "output_tokens", "api_calls": "api_calls", "latency_s": "latency_s", "turns": "turns",
                   "response": "response", "model_response": "response"}
 WIDE_ID_COLUMNS = ("prompt_id", "prompt")
 
@@ -204,15 +205,21 @@ def load_wide(df: pd.DataFrame, rows: np.ndarray, *, file: str, name: str, clip_
 
 
 def load_generic(path: str | Path, *, format: str | None = None, name: str | None = None,
-                 models: list[str] | None = None, clip_success: bool = False) -> OutcomeTable:
-    """Load a generic long or wide outcome file (see the module docstring); ``models`` keeps only those;
-    ``clip_success`` clips success outside [0, 1] (counted) instead of refusing the file."""
+                 models: list[str] | None = None, clip_success: bool = False,
+                 rename: dict[str, str] | None = None) -> OutcomeTable:
+    """Load a generic long or wide outcome file (see the module docstring); ``name``: the table's name (default
+    the file stem); ``models`` keeps only those; ``clip_success`` clips success outside [0, 1] (counted) instead
+    of refusing the file; ``rename``: column -> canonical name (wide: ``<model>|<column>`` too), e.g. a cost rule's
+    ``turns_column``."""
     p = str(path)
     if format not in (None, "long", "wide"):
         raise ValueError(f"format must be 'long', 'wide' or None (detect), got {format!r}")
     df, rows = read_records(p)
     if df.empty:
         raise DataError("no records", file=p)
+    for old, new in (rename or {}).items():
+        df = df.rename(columns={c: (new if c == old else f"{c[:-len(old)]}{new}" if c.endswith("|" + old) else c)
+                                for c in df.columns})
     fmt = format or detect_format([str(c) for c in df.columns])
     nm = name or Path(p).stem
     load = load_long if fmt == "long" else load_wide
