@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from aco_bert.serve import ServeConfig, create_app, load_serve_config
-from aco_bert.serve.metrics import Counter, Histogram
+from aco_bert.serve.metrics import ServeMetrics
 from aco_bert.serve.proxy import resolve_upstreams
 from aco_bert.serve.schemas import ChatMessage, messages_text
 from live_server import LiveServer
@@ -329,18 +329,24 @@ def test_metrics_count_requests_decisions_escalations_errors(http, router):
 
 
 def test_histogram_and_counter_exposition():
-    h = Histogram("t_seconds", "help", ("k",), buckets=(0.1, 1.0))
-    for v in (0.05, 0.1, 0.5, 2.0):
-        h.observe(v, k="a")
-    text = "\n".join(h.render())
-    assert 't_seconds_bucket{k="a",le="0.1"} 2' in text  # le is inclusive
-    assert 't_seconds_bucket{k="a",le="1"} 3' in text and 't_seconds_bucket{k="a",le="+Inf"} 4' in text
-    assert 't_seconds_count{k="a"} 4' in text and math.isclose(metric(text, "t_seconds_sum", k="a"), 2.65)
-    c = Counter("c_total", "help", ("x",))
-    c.inc(x='a"b\\c\nd')
-    assert 'c_total{x="a\\"b\\\\c\\nd"} 1' in "\n".join(c.render())
+    """The keyword-label wrapper over prometheus_client: le is inclusive, label values are escaped, counters
+    refuse to go down, a wrong label set is refused (a fresh registry per ServeMetrics: no name collisions)."""
+    m, m2 = ServeMetrics(), ServeMetrics()
+    for v in (0.0005, 0.001, 0.003, 200.0):
+        m.route_latency.observe(v, kind="a")
+    text = m.render().decode()
+    assert 'aco_route_seconds_bucket{kind="a",le="0.001"} 2.0' in text  # le is inclusive
+    assert 'aco_route_seconds_bucket{kind="a",le="0.005"} 3.0' in text
+    assert 'aco_route_seconds_bucket{kind="a",le="+Inf"} 4.0' in text
+    assert 'aco_route_seconds_count{kind="a"} 4.0' in text
+    assert math.isclose(metric(text, "aco_route_seconds_sum", kind="a"), 200.0045)
+    m.errors.inc(endpoint='a"b\\c\nd', code="x")
+    assert 'aco_errors_total{code="x",endpoint="a\\"b\\\\c\\nd"} 1.0' in m.render().decode()
+    assert "aco_errors_total{" not in m2.render().decode()
     with pytest.raises(ValueError):
-        c.inc(-1, x="a")
+        m.errors.inc(-1, endpoint="a", code="x")
+    with pytest.raises(ValueError):
+        m.errors.inc(endpoint="a")
 
 
 # --------------------------------------------------------------------------------------------------- proxy

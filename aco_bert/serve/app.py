@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aco_bert.types import Decision, RoutingInputError
@@ -70,6 +70,12 @@ def router_policy(router: Any) -> str | None:
     pol = getattr(getattr(router, "layer", None), "policy", None)
     name = getattr(pol, "name", None)
     return name if isinstance(name, str) else None
+
+
+def frontier_tier(spec: Any) -> int:
+    """1-based tier of the "always-frontier" baseline: ``spec.frontier`` when set, else the top tier."""
+    models = [t.model for t in spec.tiers]
+    return models.index(spec.frontier) + 1 if getattr(spec, "frontier", None) in models else len(models)
 
 
 def served_models(router: Any) -> list[str]:
@@ -263,7 +269,7 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
                 f"the last)" if getattr(cut, "chunked", False)
                 else f"router kept {getattr(router, 'max_length', '?')} tokens ({getattr(router, 'truncation', '?')})")
         notes = [n for n in (note, kept if d.truncated else None) if n]
-        metrics.decisions.inc(tier=str(d.tier), model=d.model, endpoint=endpoint)
+        metrics.record_decision(d, endpoint, frontier_tier(router.spec))
         if notes:
             metrics.truncated.inc()
         return S.RouteResponse(
@@ -294,8 +300,9 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["ops"])
     async def metrics_endpoint():
-        """Prometheus text exposition: requests, latency histograms, decisions per tier, escalations, errors."""
-        return PlainTextResponse(metrics.render(), media_type=ServeMetrics.CONTENT_TYPE)
+        """Prometheus text exposition: requests, latency histograms, decisions per tier, escalations, errors
+        (under ``--workers N`` the sum over all workers, whichever one answers)."""
+        return Response(metrics.render(), media_type=ServeMetrics.CONTENT_TYPE)
 
     @app.get("/v1/router", response_model=S.RouterInfo, responses=_ERRORS, tags=["routing"])
     async def router_info():

@@ -77,9 +77,11 @@ class RouteEngine:
     def check_wait(self, wait_s: float, own_s: float, queued: int) -> None:
         """Refuse now (503) rather than queue a call that would wait past the route timeout or overfill the queue."""
         if queued >= self.max_queue:
+            self.metrics.shed.inc(reason="queue_full")
             raise Overloaded(f"routing queue is full ({queued} calls waiting, max_queue {self.max_queue})",
                              max(wait_s, 1.0))
         if self.shed_wait_fraction > 0 and own_s > 0 and wait_s + own_s > self.shed_wait_fraction * self.timeout_s:
+            self.metrics.shed.inc(reason="queue_wait")
             raise Overloaded(f"routing queue would wait ~{wait_s:.1f} s, past {self.shed_wait_fraction:g} x the "
                              f"{self.timeout_s:g} s route timeout; retry later", wait_s)
 

@@ -1,211 +1,168 @@
-"""Prometheus text exposition (format 0.0.4), written out by hand: counters, gauges and histograms with labels.
+"""The service's Prometheus metrics, on ``prometheus_client``: one set of families per app, one scrape for all workers.
 
-The service needs five metric families and one text format; a small thread-safe registry here avoids a
-dependency and keeps the exact names under test. Metrics are per process: with ``--workers N`` each worker
-exposes its own, as Prometheus multi-process setups expect a scrape per worker or a sum at query time.
+Single process: each :class:`ServeMetrics` has its own ``CollectorRegistry`` (tests build several apps in one
+process). ``--workers N``: the supervisor (:mod:`aco_bert.serve.server`) points ``PROMETHEUS_MULTIPROC_DIR`` at a
+fresh private directory before it spawns the workers, so every worker writes its samples to files there and any
+worker answering ``/metrics`` reads them all through ``MultiProcessCollector``: counters and histograms are summed
+over workers (dead ones included, so totals never go back), gauges follow their ``multiprocess_mode``.
+Call sites keep a keyword-label API (``m.decisions.inc(tier="1", ...)``) through the thin :class:`Family` wrapper.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
-import threading
-from typing import Iterable
+import os
+from typing import Any
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics, generate_latest, multiprocess, values)
 
 # Latency buckets (seconds): routing is milliseconds, proxied completions can take minutes.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# ``*_created`` series exist only in single-process mode; dropping them makes one exposition for both modes.
+disable_created_metrics()
 
 
-def _escape(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def multiprocess_mode() -> bool:
+    """True when this process writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` (the variable was set before
+    prometheus_client was imported, as it is in ``--workers N`` workers)."""
+    return values.ValueClass is not values.MutexValue and bool(os.environ.get(MULTIPROC_ENV))
 
 
-def _fmt(v: float) -> str:
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if float(v).is_integer() and abs(v) < 1e15:
-        return str(int(v))
-    return repr(float(v))
+class Family:
+    """One metric family with labels passed as keywords: ``inc(amount, **labels)``, ``observe(v, **labels)``."""
 
+    def __init__(self, name: str, metric: Any, labelnames: tuple[str, ...]) -> None:
+        self.name, self.metric, self.labelnames = name, metric, labelnames
 
-def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: tuple[tuple[str, str], ...] = ()) -> str:
-    pairs = list(zip(names, values)) + list(extra)
-    if not pairs:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
-
-
-class _Metric:
-    kind = "untyped"
-
-    def __init__(self, name: str, help: str, labelnames: Iterable[str] = ()) -> None:
-        self.name, self.help, self.labelnames = name, help, tuple(labelnames)
-        self._lock = threading.Lock()
-
-    def _key(self, labels: dict[str, str]) -> tuple[str, ...]:
+    def _child(self, labels: dict[str, Any]) -> Any:
         if set(labels) != set(self.labelnames):
             raise ValueError(f"{self.name}: labels {sorted(labels)} != {sorted(self.labelnames)}")
-        return tuple(str(labels[n]) for n in self.labelnames)
+        return self.metric.labels(**{k: str(v) for k, v in labels.items()}) if labels else self.metric
 
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+    def inc(self, amount: float = 1.0, **labels: Any) -> None:
+        self._child(labels).inc(amount)  # a counter refuses a negative amount (ValueError)
 
+    def dec(self, amount: float = 1.0, **labels: Any) -> None:
+        self._child(labels).dec(amount)
 
-class Counter(_Metric):
-    kind = "counter"
+    def set(self, value: float, **labels: Any) -> None:
+        self._child(labels).set(value)
 
-    def __init__(self, *a, **kw) -> None:
-        super().__init__(*a, **kw)
-        self._values: dict[tuple[str, ...], float] = {}
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if amount < 0:
-            raise ValueError("counters only go up")
-        k = self._key(labels)
-        with self._lock:
-            self._values[k] = self._values.get(k, 0.0) + amount
-
-    def value(self, **labels: str) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-    def total(self) -> float:
-        with self._lock:
-            return sum(self._values.values())
-
-    def items(self) -> list[tuple[tuple[str, ...], float]]:
-        with self._lock:
-            return sorted(self._values.items())
-
-    def render(self) -> list[str]:
-        lines = self.header()
-        for k, v in self.items():
-            lines.append(f"{self.name}{_labels(self.labelnames, k)} {_fmt(v)}")
-        return lines
-
-
-class Gauge(Counter):
-    kind = "gauge"
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        k = self._key(labels)
-        with self._lock:
-            self._values[k] = self._values.get(k, 0.0) + amount
-
-    def dec(self, amount: float = 1.0, **labels: str) -> None:
-        self.inc(-amount, **labels)
-
-    def set(self, value: float, **labels: str) -> None:
-        k = self._key(labels)
-        with self._lock:
-            self._values[k] = float(value)
-
-
-class Histogram(_Metric):
-    kind = "histogram"
-
-    def __init__(self, name: str, help: str, labelnames: Iterable[str] = (), buckets=LATENCY_BUCKETS) -> None:
-        super().__init__(name, help, labelnames)
-        self.buckets = tuple(sorted(float(b) for b in buckets))
-        self._series: dict[tuple[str, ...], list] = {}  # key -> [counts per bucket (non-cumulative) + inf, sum]
-
-    def observe(self, value: float, **labels: str) -> None:
-        k = self._key(labels)
-        i = bisect.bisect_left(self.buckets, value)  # first bucket with le >= value
-        with self._lock:
-            s = self._series.setdefault(k, [[0] * (len(self.buckets) + 1), 0.0])
-            s[0][i] += 1
-            s[1] += value
-
-    def count(self, **labels: str) -> int:
-        with self._lock:
-            s = self._series.get(self._key(labels))
-            return sum(s[0]) if s else 0
-
-    def render(self) -> list[str]:
-        lines = self.header()
-        with self._lock:
-            series = sorted((k, (list(v[0]), v[1])) for k, v in self._series.items())
-        for k, (counts, total) in series:
-            cum = 0
-            for le, c in zip(self.buckets + (math.inf,), counts):
-                cum += c
-                lines.append(f"{self.name}_bucket{_labels(self.labelnames, k, (('le', _fmt(le)),))} {cum}")
-            lines.append(f"{self.name}_sum{_labels(self.labelnames, k)} {_fmt(total)}")
-            lines.append(f"{self.name}_count{_labels(self.labelnames, k)} {cum}")
-        return lines
+    def observe(self, value: float, **labels: Any) -> None:
+        self._child(labels).observe(value)
 
 
 class ServeMetrics:
-    """The service's metric families; names are part of the API (dashboards and tests read them)."""
+    """The service's metric families; names are part of the API (the dashboard in deploy/grafana and tests read
+    them)."""
 
-    CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+    CONTENT_TYPE = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
-        self.requests = Counter("aco_requests_total", "HTTP requests by endpoint, method and status code.",
-                                ("endpoint", "method", "status"))
-        self.latency = Histogram("aco_request_latency_seconds", "HTTP request latency (until the last body byte).",
-                                 ("endpoint",))
-        self.inflight = Gauge("aco_requests_in_flight", "HTTP requests being served now.")
-        self.decisions = Counter("aco_route_decisions_total", "Routing decisions by chosen tier.",
-                                 ("tier", "model", "endpoint"))
-        self.truncated = Counter("aco_prompts_truncated_total", "Prompts cut head+tail because they were too long.")
-        self.escalations = Counter("aco_escalations_total", "Escalation verdicts by tier run and outcome.",
-                                   ("tier_run", "outcome"))
-        self.errors = Counter("aco_errors_total", "Error responses by endpoint and error code.", ("endpoint", "code"))
-        self.upstream = Counter("aco_upstream_requests_total", "Proxied upstream calls by tier and upstream status.",
-                                ("tier", "status"))
-        self.upstream_latency = Histogram("aco_upstream_latency_seconds", "Time to upstream response headers.",
-                                          ("tier",))
-        self.route_latency = Histogram("aco_route_seconds", "Router compute time per call (tokenise..policy).",
-                                       ("kind",))
-        self.batch_size = Histogram("aco_route_batch_size", "Prompts per router forward pass.", (),
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128))
-        self.ready = Gauge("aco_ready", "1 when the bundle is loaded and verified.")
-        # model "aco-cascade": every upstream call it makes is counted (and priced) once, when its answer is read
-        self.cascade_calls = Counter("aco_cascade_calls_total", "Upstream calls made by aco-cascade, by tier.",
-                                     ("tier",))
-        self.cascade_failures = Counter("aco_cascade_failures_total",
-                                        "aco-cascade upstream calls that failed, by tier and error code.",
-                                        ("tier", "code"))
-        self.cascade_accepted = Counter("aco_cascade_accepted_total", "aco-cascade answers returned, by the tier "
-                                        "that answered and why it stopped (accepted|top_tier|max_runs).",
-                                        ("tier", "stop"))
-        self.cascade_cost = Counter("aco_cascade_cost_usd_total", "USD of aco-cascade upstream calls (answer usage "
-                                    "x the tier's spec prices), by tier.", ("tier",))
-        self.cascade_tokens = Counter("aco_cascade_tokens_total", "Tokens of aco-cascade upstream calls, by tier "
-                                      "and kind (prompt|completion).", ("tier", "kind"))
-        self.cascade_unpriced = Counter("aco_cascade_unpriced_calls_total", "aco-cascade calls with no cost: no "
-                                        "usage in the answer or no prices in the spec.", ("tier",))
-        self.cascade_runs = Histogram("aco_cascade_runs", "Tiers run per answered aco-cascade request.", (),
-                                      buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24))
-        self.families = [self.requests, self.latency, self.inflight, self.decisions, self.truncated, self.escalations,
-                         self.errors, self.upstream, self.upstream_latency, self.route_latency, self.batch_size,
-                         self.ready, self.cascade_calls, self.cascade_failures, self.cascade_accepted,
-                         self.cascade_cost, self.cascade_tokens, self.cascade_unpriced, self.cascade_runs]
+        self.multiprocess = multiprocess_mode()
+        # multiprocess: samples go to the shared files, the scrape registry reads them back (summed)
+        self.registry = CollectorRegistry()
+        own = None if self.multiprocess else self.registry
+        if self.multiprocess:
+            multiprocess.MultiProcessCollector(self.registry)
 
-    def render(self) -> str:
-        lines: list[str] = []
-        for m in self.families:
-            lines.extend(m.render())
-        return "\n".join(lines) + "\n"
+        def fam(kind: type, name: str, help: str, labels: tuple[str, ...] = (), **kw: Any) -> Family:
+            if kind is not Gauge:
+                kw.pop("multiprocess_mode", None)
+            return Family(name, kind(name, help, labels, registry=own, **kw), labels)
+
+        C, G, H = Counter, Gauge, Histogram
+        self.requests = fam(C, "aco_requests_total", "HTTP requests by endpoint, method and status code.",
+                            ("endpoint", "method", "status"))
+        self.latency = fam(H, "aco_request_latency_seconds", "HTTP request latency (until the last body byte).",
+                           ("endpoint",), buckets=LATENCY_BUCKETS)
+        self.inflight = fam(G, "aco_requests_in_flight", "HTTP requests being served now (summed over live "
+                            "workers).", multiprocess_mode="livesum")
+        self.decisions = fam(C, "aco_route_decisions_total", "Routing decisions by chosen tier.",
+                             ("tier", "model", "endpoint"))
+        self.cost_chosen = fam(C, "aco_route_expected_cost_usd_total", "Expected USD of the chosen tiers "
+                               "(the bundle's cost model), by endpoint.", ("endpoint",))
+        self.cost_frontier = fam(C, "aco_route_frontier_cost_usd_total", "Expected USD had each routed request gone "
+                                 "to the frontier tier (spec.frontier, else the top tier): savings = this - "
+                                 "aco_route_expected_cost_usd_total.", ("endpoint",))
+        self.truncated = fam(C, "aco_prompts_truncated_total", "Prompts cut head+tail because they were too long.")
+        self.escalations = fam(C, "aco_escalations_total", "Escalation verdicts by tier run and outcome.",
+                               ("tier_run", "outcome"))
+        self.errors = fam(C, "aco_errors_total", "Error responses by endpoint and error code.", ("endpoint", "code"))
+        self.shed = fam(C, "aco_shed_total", "Requests refused with 503 + Retry-After to shed load, by reason "
+                        "(concurrency|queue_full|queue_wait).", ("reason",))
+        self.upstream = fam(C, "aco_upstream_requests_total", "Proxied upstream calls by tier and upstream status.",
+                            ("tier", "status"))
+        self.upstream_latency = fam(H, "aco_upstream_latency_seconds", "Time to upstream response headers.",
+                                    ("tier",), buckets=LATENCY_BUCKETS)
+        self.route_latency = fam(H, "aco_route_seconds", "Router compute time per call (tokenise..policy).",
+                                 ("kind",), buckets=LATENCY_BUCKETS)
+        self.batch_size = fam(H, "aco_route_batch_size", "Prompts per router forward pass.",
+                              buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.ready = fam(G, "aco_ready", "1 when the bundle is loaded and verified (one series per live worker "
+                         "under --workers N: sum() = ready workers).", multiprocess_mode="liveall")
+        # model "aco-cascade": every upstream call it makes is counted (and priced) once, when its answer is read
+        self.cascade_calls = fam(C, "aco_cascade_calls_total", "Upstream calls made by aco-cascade, by tier.",
+                                 ("tier",))
+        self.cascade_failures = fam(C, "aco_cascade_failures_total",
+                                    "aco-cascade upstream calls that failed, by tier and error code.", ("tier", "code"))
+        self.cascade_accepted = fam(C, "aco_cascade_accepted_total", "aco-cascade answers returned, by the tier "
+                                    "that answered and why it stopped (accepted|top_tier|max_runs).", ("tier", "stop"))
+        self.cascade_cost = fam(C, "aco_cascade_cost_usd_total", "USD of aco-cascade upstream calls (answer usage "
+                                "x the tier's spec prices), by tier.", ("tier",))
+        self.cascade_tokens = fam(C, "aco_cascade_tokens_total", "Tokens of aco-cascade upstream calls, by tier "
+                                  "and kind (prompt|completion).", ("tier", "kind"))
+        self.cascade_unpriced = fam(C, "aco_cascade_unpriced_calls_total", "aco-cascade calls with no cost: no "
+                                    "usage in the answer or no prices in the spec.", ("tier",))
+        self.cascade_runs = fam(H, "aco_cascade_runs", "Tiers run per answered aco-cascade request.",
+                                buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24))
+
+    def record_decision(self, d: Any, endpoint: str, frontier: int) -> None:
+        """One routing decision: its tier, and its expected cost next to the frontier tier's (``frontier`` 1-based)."""
+        self.decisions.inc(tier=str(d.tier), model=d.model, endpoint=endpoint)
+        costs = list(d.expected_cost)
+        if 1 <= d.tier <= len(costs) and 1 <= frontier <= len(costs):
+            self.cost_chosen.inc(max(0.0, float(costs[d.tier - 1])), endpoint=endpoint)
+            self.cost_frontier.inc(max(0.0, float(costs[frontier - 1])), endpoint=endpoint)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every family (all workers' samples in multiprocess mode)."""
+        return generate_latest(self.registry)
+
+    def samples(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """sample name -> [(labels, value)], as scraped (summed over workers in multiprocess mode)."""
+        out: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for fam in self.registry.collect():
+            for s in fam.samples:
+                out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+        return out
 
     def summary(self) -> dict:
-        """A JSON-friendly digest for GET /v1/router."""
+        """A JSON-friendly digest for GET /v1/router (the same numbers as a scrape)."""
+        s = self.samples()
+
+        def total(name: str) -> float:
+            return float(sum(v for _, v in s.get(name, [])))
+
+        def by(name: str, label: str) -> dict[str, float]:
+            out: dict[str, float] = {}
+            for lab, v in s.get(name, []):
+                out[lab.get(label, "")] = out.get(lab.get(label, ""), 0.0) + v
+            return out
+
         return {
-            "requests": self.requests.total(),
-            "errors": self.errors.total(),
-            "decisions_per_tier": {k[0]: v for k, v in _sum_by(self.decisions.items(), 0).items()},
-            "escalations": {k[0]: v for k, v in _sum_by(self.escalations.items(), 1).items()},
-            "prompts_truncated": self.truncated.total(),
-            "cascade": {"calls_per_tier": {k[0]: v for k, v in self.cascade_calls.items()},
-                        "answers_per_tier": {k[0]: v for k, v in _sum_by(self.cascade_accepted.items(), 0).items()},
-                        "cost_usd": self.cascade_cost.total()},
+            "requests": total("aco_requests_total"),
+            "errors": total("aco_errors_total"),
+            "decisions_per_tier": by("aco_route_decisions_total", "tier"),
+            "escalations": by("aco_escalations_total", "outcome"),
+            "prompts_truncated": total("aco_prompts_truncated_total"),
+            "expected_cost_usd": total("aco_route_expected_cost_usd_total"),
+            "saved_vs_frontier_usd": total("aco_route_frontier_cost_usd_total")
+                                     - total("aco_route_expected_cost_usd_total"),
+            "shed": total("aco_shed_total"),
+            "cascade": {"calls_per_tier": by("aco_cascade_calls_total", "tier"),
+                        "answers_per_tier": by("aco_cascade_accepted_total", "tier"),
+                        "cost_usd": total("aco_cascade_cost_usd_total")},
         }
-
-
-def _sum_by(items, idx: int) -> dict[tuple[str], float]:
-    out: dict[tuple[str], float] = {}
-    for k, v in items:
-        out[(k[idx],)] = out.get((k[idx],), 0.0) + v
-    return out

@@ -130,6 +130,7 @@ class ConcurrencyGuard:
             return await self.app(scope, receive, send)
         if self.inflight >= self.limit:
             self.metrics.errors.inc(endpoint=endpoint_label(scope.get("path", "")), code="overloaded")
+            self.metrics.shed.inc(reason="concurrency")
             return await send_error(send, 503, "overloaded",
                                     f"{self.inflight} requests in flight (limit {self.limit}); retry later",
                                     headers=[(b"retry-after", self.retry_after.encode())])

@@ -5,20 +5,29 @@ request line: a socket that connects and sends nothing stays open forever (a flo
 descriptors). :class:`HeaderTimeoutH11Protocol` closes a connection whose request line + headers are not complete
 within ``header_timeout_s`` of connecting (or of its previous response), which also bounds slow-loris headers.
 Tests, the CLI and ``--workers N`` all build the server through :func:`uvicorn_config`, so they run the same limits.
+``--workers N`` also gets one Prometheus scrape for all workers (:func:`multiprocess_metrics_dir`,
+:class:`MetricsSupervisor`; see :mod:`aco_bert.serve.metrics`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
-from typing import Any
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import h11
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.supervisors import Multiprocess
 
 from aco_bert.procs import die_with_parent
 from aco_bert.serve.config import ServeConfig
+from aco_bert.serve.metrics import MULTIPROC_ENV
 
 
 class HeaderTimeoutH11Protocol(H11Protocol):
@@ -94,14 +103,51 @@ def worker_app() -> Any:
     return app_from_env()
 
 
+class MetricsSupervisor(Multiprocess):
+    """uvicorn's worker supervisor that also tells prometheus_client when a worker is gone (killed, hung, or
+    retired by ``limit_max_requests``): its live gauges (in-flight, ready) leave the scrape; its counters stay."""
+
+    def _reap(self, before: set[int | None]) -> None:
+        for pid in before - {p.pid for p in self.processes}:
+            if pid is not None:
+                mark_process_dead(pid)
+
+    def keep_subprocess_alive(self) -> None:
+        before = {p.pid for p in self.processes}
+        super().keep_subprocess_alive()
+        self._reap(before)
+
+    def restart_all(self) -> None:
+        before = {p.pid for p in self.processes}
+        super().restart_all()
+        self._reap(before)
+
+
+@contextmanager
+def multiprocess_metrics_dir() -> Iterator[str]:
+    """A fresh private ``PROMETHEUS_MULTIPROC_DIR`` for the workers about to be spawned (they inherit the
+    environment and import prometheus_client after it is set); removed, and the variable restored, at shutdown.
+    Never a caller's existing directory: stale files from an earlier run would be summed into this one's counters."""
+    path = tempfile.mkdtemp(prefix="aco-prom-")
+    old = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = old
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def serve(config: ServeConfig, app: Any = None) -> None:
     """Run the server: ``app`` in this process, or ``config.workers`` processes each building the app from the
-    environment (:func:`worker_app`), all with the same limits."""
+    environment (:func:`worker_app`), all with the same limits and one /metrics summed over them."""
     raise_fd_limit()
     if config.workers == 1 and app is not None:
         uvicorn.Server(uvicorn_config(app, config)).run()
         return
-    from uvicorn.supervisors import Multiprocess
-
     cfg = uvicorn_config("aco_bert.serve.server:worker_app", config, factory=True, workers=config.workers)
-    Multiprocess(cfg, sockets=[cfg.bind_socket()]).run()
+    with multiprocess_metrics_dir():
+        MetricsSupervisor(cfg, sockets=[cfg.bind_socket()]).run()
