@@ -9,6 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
+# LiteLLM fetches its model cost map from the internet on import unless told to use the copy it ships.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 @pytest.fixture(scope="session")
@@ -142,3 +144,16 @@ def upstream():
 def bundle(tiny_bundle) -> str:
     """The tiny stacked bundle's folder as a string (what ScoreConfig / the CLI take)."""
     return str(tiny_bundle)
+
+
+@pytest.fixture(scope="session")
+def two_tier_prompts(tiny_bundle, swebench) -> list[tuple[str, int]]:
+    """Two real SWE-bench Verified prompts the tiny bundle sends to different tiers, found by asking the bundle (so
+    a test holds whatever the tiny model learnt): [(prompt, 1-based tier), (prompt, another tier)]."""
+    from aco_bert.runtime import Router
+
+    prompts = swebench.df.drop_duplicates("prompt_id")["prompt"].head(64).tolist()
+    tiers = [d.tier for d in Router.load(tiny_bundle).route_batch(prompts)]
+    other = next((i for i, t in enumerate(tiers) if t != tiers[0]), None)
+    assert other is not None, f"the tiny bundle sent 64 real prompts all to tier {tiers[0]}"
+    return [(prompts[0], tiers[0]), (prompts[other], tiers[other])]

@@ -5,8 +5,9 @@ between requests: ``ok``, ``error500`` (an OpenAI-style error body), ``slow`` (s
 answering, to trigger the proxy's timeout), ``break`` (a stream cut after the first event) and ``reply`` (answer
 ``reply = (status, headers, body)`` verbatim, ``{authorization}`` in the body replaced by the Authorization header
 the proxy sent: a hostile upstream that echoes the credential, sets cookies, redirects or rate-limits).
-``extra_headers`` are added to every ``ok`` answer. Every request is recorded (path, headers, JSON body) so tests
-can assert what the proxy actually sent.
+``extra_headers`` are added to every ``ok`` answer; a stream's last text chunk carries ``finish_reason: stop``
+(LiteLLM refuses a stream that never finishes). Every request is recorded (path, headers, JSON body) so tests can
+assert what the proxy actually sent.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class FakeUpstream:
                 for i, w in enumerate(words):
                     ev = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
                           "choices": [{"index": 0, "delta": {"content": (w if i == 0 else " " + w)},
-                                       "finish_reason": None}]}
+                                       "finish_reason": "stop" if i == len(words) - 1 and not cut else None}]}
                     self._chunk(f"data: {json.dumps(ev)}\n\n".encode())
                     if cut:  # die mid-stream: no terminating chunk, connection dropped
                         self.wfile.flush()

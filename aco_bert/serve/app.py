@@ -379,6 +379,16 @@ def create_app(router: Any = None, config: ServeConfig | None = None, *,
         names = served_models(router)
         return {"object": "list", "data": [{"id": n, "object": "model", "owned_by": "aco_bert"} for n in names]}
 
+    @app.get("/v1/models/{model_id}", responses={404: {"model": S.ErrorResponse}}, tags=["openai"])
+    async def model(model_id: str):
+        """OpenAI-style model retrieve (``client.models.retrieve``): one served pseudo-model, else 404."""
+        router, _ = st.need()
+        names = served_models(router)
+        if model_id not in names:
+            raise ApiError(404, "model_not_found", f"model {model_id!r} is not served here; use one of {names}",
+                           param="model")
+        return {"id": model_id, "object": "model", "owned_by": "aco_bert"}
+
     @app.post("/v1/chat/completions", responses={**_ERRORS, 404: {"model": S.ErrorResponse},
                                                  502: {"model": S.ErrorResponse}}, tags=["openai"])
     async def chat_completions(req: S.ChatCompletionRequest, request: Request):
