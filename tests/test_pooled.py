@@ -145,8 +145,8 @@ def reuse_pool(pool, monkeypatch):
     from aco_bert.artifacts.layout import DatasetRef
 
     load = DatasetRef.load
-    monkeypatch.setattr(DatasetRef, "load", lambda self, data_dir=None: pool if self.options == {"tables": TABLES}
-                        else load(self, data_dir))
+    monkeypatch.setattr(DatasetRef, "load", lambda self, data_dir=None, **extra: pool
+                        if self.options == {"tables": TABLES} else load(self, data_dir, **extra))
 
 
 def _fake_pooled_run(run_dir, pool, data_dir):
