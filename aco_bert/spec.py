@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import yaml
 
 from aco_bert.config import from_dict
@@ -82,6 +84,17 @@ class RouterSpec:
         if step_type:
             m = max(m, int(self.step_type_min.get(step_type, 1)))
         return m
+
+    @classmethod
+    def every_model(cls, table: Any, name: str, dataset: str | None = None) -> "RouterSpec":
+        """Without a spec: every model of an outcome table, cheapest first by mean observed cost (models without
+        any cost last), frontier = the best-success model. What ``train`` and ``report`` use for a user file, so
+        a table with no spec written for it still routes."""
+        mean_cost = table.df.groupby("model", sort=False)["cost_usd"].mean()
+        models = sorted(table.models, key=lambda m: (not np.isfinite(mean_cost.get(m, np.nan)),
+                                                      mean_cost.get(m, np.inf)))
+        return cls(name=name, tiers=[Tier(model=m) for m in models], dataset=dataset,
+                   description="every model of the dataset, cheapest first by mean cost")
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "spec") -> "RouterSpec":

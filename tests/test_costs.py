@@ -19,7 +19,7 @@ import yaml
 
 from aco_bert.data import load_outcomes
 from aco_bert.data.costs import CostRule, derive_costs, require_costs
-from aco_bert.data.prices import AmbiguousPrice, PriceNotFound, PriceTable
+from aco_bert.data.prices import AmbiguousPrice, PriceNotFound, PriceTable, is_regional
 from aco_bert.data.schema import DataError
 
 BFCL_MODELS = ["gpt-4o-mini-2024-07-18", "claude-3-haiku-20240307", "open-mixtral-8x7b"]
@@ -77,7 +77,7 @@ def _raw_prices(data_dir) -> dict:
 
 
 def test_cost_from_tokens_is_tokens_times_litellm_price(files, data_dir, bfcl_rows):
-    t = load_outcomes(files["tokens"], data_dir=data_dir, cost={"prices": "litellm", "price_provider": "vertex_ai"})
+    t = load_outcomes(files["tokens"], data_dir=data_dir, cost={"prices": "litellm"})
     raw = _raw_prices(data_dir)
     rec = t.extras["derived_cost"]
     for m, key in (("gpt-4o-mini-2024-07-18", "gpt-4o-mini-2024-07-18"),
@@ -113,7 +113,7 @@ def test_spec_prices_beat_litellm_and_derive_automatically(files, data_dir):
             np.testing.assert_array_equal(rows["cost_usd"].to_numpy(), want.to_numpy())
     assert auto.extras["derived_cost"]["auto"] and auto.extras["derived_cost"]["models"]["open-mixtral-8x7b"][
         "price_source"] == "spec bfcl-user"
-    # the LiteLLM price of gpt-4o-mini equals the spec's here; claude-3-haiku's LiteLLM key would be ambiguous
+    # the LiteLLM price of gpt-4o-mini equals the spec's here
     assert not load_outcomes(files["tokens"], data_dir=data_dir).extras.get("derived_cost")  # no spec, no rule
     # the wide layout: <model>|input_tokens / |output_tokens, same rows, same derived cost
     wide = load_outcomes(files["wide"], data_dir=data_dir, spec=spec, name="my-bfcl")
@@ -159,8 +159,8 @@ NAMES = {
     "gpt-4o-mini": ("gpt-4o-mini", "gpt-4o-mini"),
     "gpt-4o-2024-08-06": ("gpt-4o-2024-08-06", "gpt-4o-2024-08-06"),
     "claude-sonnet-4-20250514": (None, "anthropic.claude-sonnet-4-20250514-v1:0"),
-    "claude-3-5-sonnet-20240620": (None, None),
-    "claude-3-haiku-20240307": (None, None),
+    "claude-3-5-sonnet-20240620": (None, "anthropic.claude-3-5-sonnet-20240620-v1:0"),  # regional keys set aside
+    "claude-3-haiku-20240307": (None, "vertex_ai/claude-3-haiku@20240307"),
     "gemini-2.0-flash-001": (None, "vertex_ai/gemini-2.0-flash"),
     "gemini-1.5-pro": (None, None),
     "mistralai/Mixtral-8x7B-Instruct-v0.1": (None, None),
@@ -169,9 +169,7 @@ NAMES = {
     "deepseek-chat": ("deepseek-chat", "deepseek-chat"),
     "gpt-3.5-turbo": ("gpt-3.5-turbo", "gpt-3.5-turbo"),
 }
-WITH_PROVIDER = {"claude-3-5-sonnet-20240620": ("vertex_ai", "vertex_ai/claude-3-5-sonnet@20240620"),
-                 "claude-3-haiku-20240307": ("vertex_ai", "vertex_ai/claude-3-haiku@20240307"),
-                 "mistralai/Mixtral-8x7B-Instruct-v0.1": ("deepinfra", "deepinfra/mistralai/Mixtral-8x7B-Instruct-v0.1"),
+WITH_PROVIDER = {"mistralai/Mixtral-8x7B-Instruct-v0.1": ("deepinfra", "deepinfra/mistralai/Mixtral-8x7B-Instruct-v0.1"),
                  "mixtral-8x7b-instruct": ("perplexity", "perplexity/mixtral-8x7b-instruct"),
                  "meta-llama/Llama-3.1-8B-Instruct": ("nscale", "nscale/meta-llama/Llama-3.1-8B-Instruct")}
 
@@ -194,19 +192,26 @@ def test_thirteen_plain_names(data_dir):
     assert t.resolved_by["claude-sonnet-4-20250514"] == "normalised"
     # a provider breaks ties only: it never changes an unambiguous answer
     assert t.lookup("gpt-4o", provider="azure").key == "gpt-4o"
-    with pytest.raises(AmbiguousPrice, match="even for provider 'bedrock'"):
-        t.lookup("claude-3-5-sonnet-20240620", provider="bedrock")
+    # GovCloud keys (+20 %) are regional: set aside while a global key matches, so the list price is found
+    assert t.lookup("claude-3-5-sonnet-20240620").input == 3e-6 and t.lookup("claude-3-haiku-20240307").input == 2.5e-7
+    assert is_regional("bedrock/us-gov-west-1/anthropic.claude-3-haiku-20240307-v1:0") and not is_regional(
+        "vertex_ai/claude-3-haiku@20240307")
     # litellm_provider is kept: a provider without a key prefix picks by that field
     assert t.providers["anthropic.claude-sonnet-4-20250514-v1:0"].startswith("bedrock")
 
 
-def test_ambiguous_name_and_provider_via_the_rule(files, data_dir):
-    t = load_outcomes(files["tokens"], data_dir=data_dir, cost={"prices": "litellm"})
-    why = t.extras["derived_cost"]["unpriced"]["claude-3-haiku-20240307"]["reason"]
-    assert "--price_provider" in why and "vertex_ai/claude-3-haiku@20240307" in why
-    t2 = derive_costs(load_outcomes(files["tokens"]), CostRule(prices="litellm", price_provider="vertex_ai"),
+def test_ambiguous_name_and_provider_via_the_rule(files, data_dir, tmp_path):
+    # the Mixtral rows under the name a user of a hosted API writes: several providers list it at different prices
+    path = tmp_path / "mixtral.csv"
+    pd.read_csv(files["tokens"]).replace({"model": {"open-mixtral-8x7b": "mixtral-8x7b-instruct"}}).to_csv(
+        path, index=False)
+    t = load_outcomes(str(path), data_dir=data_dir, cost={"prices": "litellm"})
+    why = t.extras["derived_cost"]["unpriced"]["mixtral-8x7b-instruct"]["reason"]
+    assert "--price_provider" in why and "perplexity/mixtral-8x7b-instruct" in why
+    t2 = derive_costs(load_outcomes(str(path)), CostRule(prices="litellm", price_provider="perplexity"),
                       data_dir=data_dir)
-    assert t2.extras["derived_cost"]["models"]["claude-3-haiku-20240307"]["rule"] == "normalised+provider"
+    assert t2.extras["derived_cost"]["models"]["mixtral-8x7b-instruct"]["rule"] == "suffix+provider"
+    assert t2.df[t2.df["model"] == "mixtral-8x7b-instruct"]["cost_usd"].notna().all()
 
 
 def test_describe_prints_derived_ignored_and_idle_turns(files, data_dir, tmp_path):

@@ -17,8 +17,14 @@ def read_json_source(path_or_url: str | Path) -> Any:
     if src.startswith(("http://", "https://")):
         import urllib.request
 
-        with urllib.request.urlopen(src, timeout=60) as r:  # noqa: S310 - pinned public URLs only
-            return json.loads(r.read().decode("utf-8"))
+        import urllib.error
+
+        try:
+            with urllib.request.urlopen(src, timeout=60) as r:  # noqa: S310 - pinned public URLs only
+                return json.loads(r.read().decode("utf-8"))
+        except (urllib.error.URLError, OSError, ValueError) as e:  # offline, HTTP error, not JSON
+            raise DataError(f"cannot read {src}: {e}; offline, give a local copy (a path, or the data dir via "
+                            "ACO_BERT_DATA_DIR / --data-dir)", file=src) from None
     with open(src, "rb") as f:
         raw = f.read()
     try:

@@ -16,7 +16,10 @@ exactly where each price came from:
    ``-YYYY-MM-DD``, ``-NNN`` such as ``-001``, or ``-latest``) equal to a key's undated normalised form:
    ``gemini-2.0-flash-001`` finds ``vertex_ai/gemini-2.0-flash``.
 
-The first rule with candidates decides. Several candidates with the same price are fine (the first in sorted order
+The first rule with candidates decides. Keys of *regional* (data-residency) endpoints -- a region path segment
+(``bedrock/us-gov-west-1/``, ``azure/eu/``) or a geo prefix (``eu.``, ``us.``, ``apac.``) -- are set aside when a
+global key is among the candidates: list prices are the global endpoint's, regions carry surcharges (Bedrock
+GovCloud +20 %), so ``claude-3-5-sonnet-20240620`` resolves to 3/15 per 1M instead of failing. Several candidates with the same price are fine (the first in sorted order
 is recorded); different prices raise :class:`AmbiguousPrice` unless a *provider* is given (``provider=`` or the
 table's ``provider``; ``--price_provider`` on the command line): it keeps the candidates whose key starts with
 ``<provider>/`` or whose LiteLLM ``litellm_provider`` field equals it, and only breaks such ties (it never changes
@@ -164,6 +167,7 @@ class PriceTable:
             return name, "exact"
         how, cands = self._candidates(name)
         if cands:
+            cands = [k for k in cands if not is_regional(k)] or cands
             if len({self.prices[k] for k in cands}) == 1:
                 return sorted(cands)[0], how
             mine = [k for k in cands if provider and self._of_provider(k, provider)]
@@ -205,12 +209,14 @@ class PriceTable:
     def from_litellm(cls, source: str | Path | Mapping[str, Any] | None = None, *,
                      aliases: Mapping[str, str] | None = None, data_dir: str | Path | None = None,
                      provider: str | None = None) -> "PriceTable":
-        """LiteLLM's price JSON: a path, a URL, an already-parsed mapping, or None for the data dir / pinned URL."""
+        """LiteLLM's price JSON: a path, a URL, an already-parsed mapping, or None: the data dir's copy, else the
+        table an installed ``litellm`` package ships (read as a file, litellm is not imported), else the pinned URL."""
         if source is None:
             from aco_bert.data.registry import resolve_data_dir
 
             d = resolve_data_dir(data_dir)
-            source = d / LITELLM_RELPATH if d is not None and (d / LITELLM_RELPATH).exists() else LITELLM_URL
+            source = d / LITELLM_RELPATH if d is not None and (d / LITELLM_RELPATH).exists() else \
+                installed_litellm_table() or LITELLM_URL
         where, raw = _read_mapping(source, "model -> price fields")
         prices: dict[str, tuple[float, float]] = {}
         providers: dict[str, str] = {}
@@ -245,6 +251,26 @@ class PriceTable:
                                 f"{pin!r}/{pout!r}", file=where, row=str(k))
             prices[str(k)] = (float(pin) / 1e6, float(pout) / 1e6)
         return cls(prices, dict(aliases or {}), name=name or f"per-1M:{Path(where).name}")
+
+
+def installed_litellm_table() -> Path | None:
+    """The price JSON inside an installed ``litellm`` package (its offline backup), found without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    p = Path(list(spec.submodule_search_locations)[0]) / "model_prices_and_context_window_backup.json"
+    return p if p.exists() else None
+
+
+_REGION = re.compile(r"^[^/]+/(?:[a-z]{2}(?:-gov)?-[a-z]+-\d+|eu|us|apac|jp|au|global)/|^(?:eu|us|apac|jp|au)\.",
+                     re.IGNORECASE)
+
+
+def is_regional(key: str) -> bool:
+    """A key of a regional endpoint: ``bedrock/us-gov-west-1/...``, ``azure/eu/...``, ``eu.anthropic...``."""
+    return bool(_REGION.search(key))
 
 
 def _read_mapping(source: str | Path | Mapping[str, Any], what: str) -> tuple[str, Mapping[str, Any]]:

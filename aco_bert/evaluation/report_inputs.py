@@ -120,7 +120,7 @@ def load_report_data(dataset: str | None, spec: str | None, data_dir: str | None
     options = dict(options or {})
     from aco_bert.data import load_outcomes
     from aco_bert.data.costs import cost_lines
-    from aco_bert.data.registry import POOLED_DATASETS, default_spec_name
+    from aco_bert.data.registry import DEFAULT_SPECS, POOLED_DATASETS, default_spec_name
     from aco_bert.data.splits import subsample
 
     run_ids, info = run_prompt_ids(oof_run) if oof_run else (None, None)
@@ -132,13 +132,18 @@ def load_report_data(dataset: str | None, spec: str | None, data_dir: str | None
         rs = RouterSpec.load(spec)
     elif info is not None:
         rs = info.router_spec()
-    else:
+    elif name in DEFAULT_SPECS:
         rs = RouterSpec.load(default_spec_name(name))
+    else:
+        rs = None  # a user file without --spec: every model, cheapest first (as train does), after its costs
     # the spec goes to the loader: its tier prices derive a missing cost (aco_bert.data.costs), printed below
     if from_run:
         table = info.dataset.load(data_dir, spec=rs, **options)  # a pool needs the run's options
     else:
         table = load_outcomes(name, data_dir=data_dir, spec=rs, **options)
+    if rs is None:
+        rs = RouterSpec.every_model(table, Path(name).stem, name)
+        log(f"[router-eval] no --spec: every model of {name}, cheapest first by mean cost: {rs.models}")
     for line in cost_lines(table):
         log(f"[router-eval] {line}")
     m = table.matrix(rs.models)

@@ -46,19 +46,11 @@ class RouterData:
         return len(self.prompt_ids)
 
 
-def default_tier_order(table) -> list[str]:
-    """Without a spec: every model, cheapest first by mean observed cost (models without any cost go last)."""
-    df = table.df
-    mean_cost = df.groupby("model", sort=False)["cost_usd"].mean()
-    models = table.models
-    return sorted(models, key=lambda m: (np.isnan(mean_cost.get(m, np.nan)), mean_cost.get(m, np.inf)))
-
-
 def load_router_data(cfg: TrainConfig) -> RouterData:
     """Load the outcome table, restrict it to the spec's tiers (in tier order) and build the targets."""
     from aco_bert.data.registry import load_outcomes
     from aco_bert.data.splits import subsample
-    from aco_bert.spec import RouterSpec, Tier
+    from aco_bert.spec import RouterSpec
 
     given = RouterSpec.load(cfg.spec) if cfg.spec else None
     # the spec's tier prices derive a missing cost_usd from tokens (aco_bert.data.costs), as in evaluate/report
@@ -71,9 +63,8 @@ def load_router_data(cfg: TrainConfig) -> RouterData:
         spec = given
         models, spec_name = spec.models, spec.name
     else:
-        models, spec_name = default_tier_order(table), None
-        spec = RouterSpec(name=cfg.run_name, tiers=[Tier(model=m) for m in models], dataset=str(cfg.dataset),
-                          description="every model of the dataset, cheapest first by mean cost")
+        spec = RouterSpec.every_model(table, cfg.run_name, str(cfg.dataset))
+        models, spec_name = spec.models, None
     m = table.matrix(models)
     if cfg.max_prompts is not None and cfg.max_prompts < m.n_prompts:
         m = m.subset(subsample(m.n_prompts, cfg.max_prompts, cfg.seed))
