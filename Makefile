@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch is pinned to the CPU wheel in the `train` extra; xgboost-cpu avoids ~700 MB of CUDA libraries.
-	$(PY) -m pip install -q -e ".[train,serve,dev,litellm]"
+	$(PY) -m pip install -q -e ".[train,serve,dev,litellm,ray]"
 	touch $@
 
 venv: $(VENV)/.installed
