@@ -281,3 +281,34 @@ def test_report_end_to_end_without_code(files, data_dir, which, monkeypatch):
     names = {r["name"] for r in out["table"]}
     assert {"always-frontier", "zero-router", "oracle"} <= names
     assert all(np.isfinite(r["cost_per_task"]) for r in out["table"])
+
+
+def test_score_evaluate_derives_cost_from_turns(bundle, data_dir, tmp_path):
+    """`score --evaluate` on a table with turns but no cost: the rule derives it (printed) and the replay bills it;
+    without a rule the run stops naming the models, before anything is scored."""
+    from aco_bert.runtime import Router
+    from aco_bert.score.config import ScoreConfig
+    from aco_bert.score.scorer import score_dataset
+
+    models = Router.load(bundle).spec.models
+    s = load_outcomes("swebench-verified", data_dir=data_dir).df
+    s = s[s["model"].isin(models)]
+    s = s[s["prompt_id"].isin(sorted(s["prompt_id"].unique())[:24])].assign(turns=lambda x: x["api_calls"])
+    inp = tmp_path / "turns.jsonl"
+    s[["prompt_id", "prompt", "model", "success", "turns"]].to_json(inp, orient="records", lines=True)
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({m: {"input_price": 1.0 + i, "output_price": 4.0 + i} for i, m in enumerate(models)}))
+    lines: list[str] = []
+    cfg = dict(bundle=bundle, input=str(inp), evaluate=True, progress=False, fresh=True, int8=False)
+    with pytest.raises(ValueError, match=r"no cost for .* models.*derive it"):
+        score_dataset(ScoreConfig(output=str(tmp_path / "none.parquet"), **cfg), log=lines.append)
+    assert not (tmp_path / "none.parquet").exists()
+    rule = {"prices": str(prices), **TURN_RULE}
+    summary = score_dataset(ScoreConfig(output=str(tmp_path / "out.parquet"), cost=rule, **cfg), log=lines.append)
+    assert any("cost DERIVED" in x and "from turns" not in x for x in lines)
+    assert any("from turns" in x for x in lines)
+    # always-<tier> costs = mean over prompts of turns x (3000 x input + 500 x output) per-1M prices
+    for i, m in enumerate(models):
+        want = float((s[s["model"] == m]["turns"] * (3000 * (1.0 + i) + 500 * (4.0 + i)) / 1e6).mean())
+        got = summary.evaluation.get(f"always-{m}").cost_per_task
+        assert got == pytest.approx(want, rel=1e-9), m

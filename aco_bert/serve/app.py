@@ -448,4 +448,8 @@ def app_from_env() -> FastAPI:
 def load_router(bundle: str | Path, config: ServeConfig) -> Any:
     from aco_bert.runtime import Router
 
-    return Router.load(bundle, int8=config.int8, verify=config.verify, threads=config.ort_threads)
+    router = Router.load(bundle, int8=config.int8, verify=config.verify, threads=config.ort_threads)
+    # one decision before /readyz turns 200: ONNX Runtime allocates its arenas and plans on the first run, so
+    # the first client request on a fresh replica does not pay for it (readiness = loaded, verified and warm)
+    router.route_batch(["warm-up request: route this prompt once before serving"])
+    return router
