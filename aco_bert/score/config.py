@@ -55,6 +55,13 @@ class ScoreConfig:
     progress: bool = True  # tqdm bar on stderr
     plot: str | None = None  # --evaluate: PNG path (default <output stem>.cost_quality.png)
     report_json: str | None = None  # --evaluate: JSON report path (default <output stem>.eval.json)
+    engine: str = "local"  # local: this machine's processes (--workers) | ray: Ray Data actors (pip install '.[ray]')
+    ray_address: str | None = None  # --engine ray: None starts a local Ray; "auto" or ray://host:10001 joins a cluster
+    ray_actors: int | None = None  # --engine ray: actors, each loading the bundle once (default: CPUs / threads)
+    ray_block_chunks: int = 4  # --engine ray: at most this many chunks per Ray task (fewer rather than idle actors)
+    # --evaluate on a table with tokens or turns but no cost_usd: the rule deriving it (aco_bert.data.costs), e.g.
+    # "{prices: litellm}"; without one, the bundle spec's tier prices derive it when they are set
+    cost: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.on_error not in ON_ERROR:
@@ -78,10 +85,31 @@ class ScoreConfig:
             from aco_bert.score.cascade import check_response_columns
 
             check_response_columns(self.response_columns)
+        self._check_engine()
         fmt = self.format or output_format(self.output)
         if fmt not in FORMATS:
             raise ValueError(f"output format must be one of {FORMATS}, got {fmt!r}")
         self.format = fmt
+
+
+    def _check_engine(self) -> None:
+        from aco_bert.score.engines.registry import ENGINES
+
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {sorted(ENGINES)}, got {self.engine!r}")
+        for name in ("ray_actors", "ray_block_chunks"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if self.engine != "ray":
+            if self.ray_address is not None or self.ray_actors is not None:
+                raise ValueError("ray_address / ray_actors are read only with --engine ray")
+            return
+        if self.evaluate:
+            raise ValueError("--engine ray scores files, not --evaluate runs (one row per unique prompt of an "
+                             "outcome table): use --engine local for --evaluate")
+        if self.workers:
+            raise ValueError("--workers are local processes; with --engine ray set --ray-actors instead")
 
 
 def output_format(path: str | Path) -> str:

@@ -8,7 +8,7 @@ oracle and threshold/utility sweeps over the same probabilities (:mod:`aco_bert.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from aco_bert.score.config import ScoreConfig, ScoreSummary
 from aco_bert.score.rows import Columns, is_missing
@@ -36,11 +36,18 @@ def read_outcome_table(cfg: ScoreConfig):
     return rows_to_table(df[present], file=src.location, name=Path(src.location).stem)
 
 
-def evaluation_input(cfg: ScoreConfig, models: list[str]) -> tuple[Any, TableSource, Columns]:
+def evaluation_input(cfg: ScoreConfig, models: list[str], spec: Any = None,
+                     log: Callable[[str], Any] | None = None) -> tuple[Any, TableSource, Columns]:
     """The outcome table's prompt matrix, and its unique prompts as the source to score (one row per prompt, with
-    its step type and domains), fingerprinted by the input file so a changed table starts afresh."""
-    table = read_outcome_table(cfg)
+    its step type and domains), fingerprinted by the input file so a changed table starts afresh. A missing cost
+    is derived by ``cfg.cost`` or the bundle ``spec``'s tier prices (printed), as every other verb does."""
+    from aco_bert.data.costs import apply_cost_rule, cost_lines, require_costs
+
+    table = apply_cost_rule(read_outcome_table(cfg), cfg.cost, spec)
+    for line in cost_lines(table):
+        (log or print)(f"[score] {line}")
     matrix = table.matrix(models_in_table(table, models, cfg.input))
+    require_costs(matrix, list(matrix.models), table.name, table)
     data = {"prompt_id": matrix.prompt_ids, "prompt": matrix.prompts, "step_type": meta_col(matrix, "step_type"),
             "domain": meta_domains(matrix)}
     cols = Columns("prompt", cfg.messages_column, "step_type", "prompt_id", "domain", None)

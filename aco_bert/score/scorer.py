@@ -13,6 +13,8 @@ Why it is built the way it is:
   (empty text, unparseable messages or JSON, unknown step type, anything the router refuses) is marked in the
   ``error`` column and counted, or, with ``--on-error stop``, the run stops naming the row.
 * **Optional worker processes** (``--workers N``), each loading the bundle once; results do not depend on N.
+* **Engines** (``--engine local|ray``, :mod:`aco_bert.score.engines`) decide only *where* chunks are scored (this
+  machine's processes, or Ray Data actors); planning, parts, resume and assembly stay here, so outputs are identical.
 * **Modules**: :mod:`~aco_bert.score.config` (the run's config and summary), :mod:`~aco_bert.score.rows` (row
   checks, output schema), :mod:`~aco_bert.score.chunk` (one chunk), :mod:`~aco_bert.score.parts` (part files,
   progress, assembly), :mod:`~aco_bert.score.workers`, :mod:`~aco_bert.score.report` (``--evaluate``); this one
@@ -37,13 +39,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 from aco_bert.config import run_verb
 from aco_bert.score.cascade import cascade_rule
-from aco_bert.score.chunk import score_chunk, score_texts
+from aco_bert.score.chunk import score_texts
 from aco_bert.score.config import MAX_REPORTED_ERRORS, ScoreConfig, ScoreError, ScoreSummary
+from aco_bert.score.engines import EveryChunk, ScoreJob, get_engine
 from aco_bert.score.parts import PartsError, Progress, assemble, bundle_id, output_rows, write_part
 from aco_bert.score.report import evaluate_into, evaluation_input
 from aco_bert.score.rows import ChunkResult, first_record_check, output_schema, resolve_columns
 from aco_bert.score.sources import Chunk, InputError, TableSource, open_table
-from aco_bert.score.workers import run_workers
 from aco_bert.types import BundleError
 
 # The verb's public surface (tests, the demo and scripts import these from here).
@@ -71,10 +73,11 @@ def score_dataset(cfg: ScoreConfig, *, router: Any = None, loader: Callable[...,
     log = log or (lambda s: print(s, file=sys.stderr))
     t0 = time.perf_counter()
     if router is None:
-        router = loader(cfg.bundle, cfg.int8, 1 if cfg.workers > 0 else cfg.threads)  # with workers: spec only
+        engine_here = cfg.engine == "local" and cfg.workers == 0
+        router = loader(cfg.bundle, cfg.int8, cfg.threads if engine_here else 1)  # else: spec only
     models = [t.model for t in router.spec.tiers]
     if cfg.evaluate:
-        matrix, src, cols = evaluation_input(cfg, models)
+        matrix, src, cols = evaluation_input(cfg, models, router.spec, log)
     else:
         src = open_table(cfg.input, split=cfg.split, hf_config=cfg.hf_config, format=cfg.input_format)
         cols = resolve_columns(cfg, src, models)
@@ -104,12 +107,19 @@ def score_dataset(cfg: ScoreConfig, *, router: Any = None, loader: Callable[...,
         if on_chunk is not None:
             on_chunk(res)
 
-    def chunks() -> Iterator[Chunk]:
+    def planned() -> Iterator[Chunk]:  # row ranges only (for an engine whose workers read their own rows)
+        if src.n_rows is not None:  # parquet, datasets: known without reading
+            for k, start in enumerate(range(0, src.n_rows, cfg.chunk_size)):
+                yield Chunk(k, start, min(cfg.chunk_size, src.n_rows - start), None)
+        else:  # jsonl: lines counted, not parsed; csv: one column read
+            yield from src.iter_chunks(cfg.chunk_size, cols.wanted()[:1], skip=EveryChunk())
+
+    def chunks(read: bool = True) -> Iterator[Chunk]:
         nonlocal n_rows, n_chunks
-        for ch in src.iter_chunks(cfg.chunk_size, cols.wanted(), skip=resumed):
+        for ch in (src.iter_chunks(cfg.chunk_size, cols.wanted(), skip=resumed) if read else planned()):
             n_rows += ch.n
             n_chunks += 1
-            if ch.columns is None:
+            if ch.index in resumed:
                 saved = prog.done[ch.index]
                 if saved["rows"] != ch.n or saved["start"] != ch.start:
                     raise InputError(f"chunk {ch.index} of {src.location} changed size since the saved run; "
@@ -123,11 +133,7 @@ def score_dataset(cfg: ScoreConfig, *, router: Any = None, loader: Callable[...,
             yield ch
 
     try:
-        if cfg.workers <= 0:
-            for ch in chunks():
-                save(score_chunk(router, ch, cols, cfg.batch_size))
-        else:
-            run_workers(cfg, loader, chunks(), cols, save)
+        get_engine(cfg.engine).run(ScoreJob(cfg, router, loader, src, cols, chunks, save, log))
     finally:
         bar.close()
 

@@ -103,7 +103,7 @@ class TableSource:
             if index in skip:
                 ch = Chunk(index, start, len(lines), None)
             else:
-                ch = _parse_jsonl_lines(index, start, lines, wanted)
+                ch = parse_jsonl_lines(index, start, lines, wanted)
             index, start = index + 1, start + len(lines)
             lines.clear()
             return ch
@@ -122,7 +122,9 @@ class TableSource:
         self.blank_lines = blank
 
 
-def _parse_jsonl_lines(index: int, start: int, lines: list[tuple[str, int, bytes]], wanted: list[str]) -> Chunk:
+def parse_jsonl_lines(index: int, start: int, lines: list[tuple[str, int, bytes]], wanted: list[str]) -> Chunk:
+    """Chunk ``index`` from its raw jsonl lines ``(file name, line number, bytes)``: a line that is not a JSON
+    object becomes a bad row, never a lost one (also used by workers that seek to their chunk)."""
     cols: dict[str, list[Any]] = {c: [] for c in wanted}
     bad: dict[int, str] = {}
     for i, (fname, ln, raw) in enumerate(lines):
