@@ -6,6 +6,9 @@ precision and gradient accumulation; batches are length-grouped and padded per b
 per-epoch validation (per-tier AUC, Brier, log-loss on observed cells) with early stopping; the best model is
 saved with ``RouterModel.save_pretrained``. A run killed at any step resumes exactly (:mod:`aco_bert.model.state`):
 it skips the batches already seen with ``accelerator.skip_first_batches`` and draws the same dropout masks.
+Under N > 1 processes (DDP) each prompt is trained on once per epoch (:mod:`aco_bert.model.sharding`), predictions
+are gathered from every process, files are written by the main process only, and logged losses are averaged over
+the processes.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from aco_bert.model.lora import add_lora, merge_lora
 from aco_bert.model.losses import LossWeights, RouterLoss, balanced_pos_weight
 from aco_bert.model.metrics import tier_metrics
 from aco_bert.model.modeling import RouterModel
+from aco_bert.model.sharding import EvenShardBatches
 from aco_bert.model.state import (MetricsLog, TrainerState, batch_seed, latest_state_dir, load_trainable_state,
                                   load_training_state, save_training_state, trainable_state)
 from aco_bert.model.training_args import TrainConfig
@@ -78,6 +82,15 @@ def param_groups(model: RouterModel, cfg: TrainConfig) -> list[dict[str, Any]]:
             for (is_head, no_decay), ps in sorted(groups.items())]
 
 
+def mean_across_processes(accelerator, sums: dict[str, float], n: int) -> dict[str, float]:
+    """The logged training losses averaged over every process's micro-batches, not the main process's alone (a
+    collective: every process calls it at the same step, with the same keys)."""
+    keys = list(sums)  # the same insertion order on every process (same code path)
+    t = torch.tensor([sums[k] for k in keys] + [float(n)], dtype=torch.float64, device=accelerator.device)
+    t = accelerator.reduce(t, reduction="sum").cpu()
+    return {k: float(t[i] / t[-1]) for i, k in enumerate(keys)}
+
+
 @torch.no_grad()
 def predict(model, dataloader, accelerator, n_total: int) -> dict[str, np.ndarray]:
     """Predictions for every index the dataloader yields: logits, pooled, cost (log1p USD), keyed by position
@@ -125,7 +138,9 @@ def fit(cfg: TrainConfig, inputs: PromptInputs, train_idx: np.ndarray, val_idx: 
 
     sampler = LengthGroupedBatchSampler(inputs.lengths[train_idx], cfg.batch_size, shuffle=True, seed=cfg.seed,
                                         group=cfg.length_grouping and inputs.embeddings is None)
-    train_dl = DataLoader(Positions(train_idx), batch_sampler=sampler, collate_fn=inputs.collator(cfg),
+    # N > 1 processes: every prompt once per epoch, none dropped or repeated by accelerate's sharding (.sharding)
+    batches = EvenShardBatches(sampler, accelerator.num_processes) if accelerator.num_processes > 1 else sampler
+    train_dl = DataLoader(Positions(train_idx), batch_sampler=batches, collate_fn=inputs.collator(cfg),
                           num_workers=cfg.num_workers)
     val_dl = inputs.eval_loader(cfg, val_idx) if len(val_idx) else None
 
@@ -167,6 +182,7 @@ def fit(cfg: TrainConfig, inputs: PromptInputs, train_idx: np.ndarray, val_idx: 
     elif not cfg.resume:
         shutil.rmtree(work_dir / STATE_DIR, ignore_errors=True)
         best_params.unlink(missing_ok=True)
+    accelerator.wait_for_everyone()  # every process has read (or cleared) the old state before any writes anew
     metrics_log = MetricsLog(work_dir / METRICS_LOG, tag, enabled=main)
     metrics_log.start(resumed)
     higher_better = cfg.metric_for_best == "mean_auc"
@@ -228,7 +244,8 @@ def fit(cfg: TrainConfig, inputs: PromptInputs, train_idx: np.ndarray, val_idx: 
             state.step_in_epoch += 1
             bar.update(1)
             if cfg.logging_steps and state.global_step % cfg.logging_steps == 0:
-                avg = {k: v / n_running for k, v in running.items()}
+                avg = {k: v / n_running for k, v in running.items()} if accelerator.num_processes == 1 \
+                    else mean_across_processes(accelerator, running, n_running)
                 bar.set_postfix(loss=f"{avg['loss']:.4f}")
                 log({"step": state.global_step, "epoch": epoch, "lr": scheduler.get_last_lr()[-1],
                      **{f"train_{k}": v for k, v in avg.items()}})
@@ -280,6 +297,7 @@ def fit(cfg: TrainConfig, inputs: PromptInputs, train_idx: np.ndarray, val_idx: 
         state.best_epoch, state.best_step = state.epoch, state.global_step
     else:
         load_trainable_state(accelerator.unwrap_model(model), best_params)
+        accelerator.wait_for_everyone()  # every process has read best_params before the main one deletes it
     # LoRA: fold the adapters into the weights, so the saved model and every prediction made from it (validation
     # below, the caller's test/OOF predictions) come from the same plain RouterModel that from_pretrained rebuilds.
     merge_lora(accelerator.unwrap_model(model))

@@ -97,13 +97,21 @@ def tracker_names(cfg: TrainConfig) -> list[str]:
     return names
 
 
+def has_unused_heads(cfg: TrainConfig) -> bool:
+    """A head the loss never reaches (its weight is 0): DDP must then be told to look for unused parameters, or
+    it waits forever for their gradients (the error "Expected to have finished reduction in the prior iteration")."""
+    return bool((cfg.cost_heads and not cfg.cost_loss_weight) or (cfg.aux_targets and not cfg.aux_loss_weight))
+
+
 def _make_accelerator(cfg: TrainConfig, out: Path):
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
     trackers = tracker_names(cfg)
+    # the DDP kwargs only matter under `accelerate launch --num_processes N > 1`; one process ignores them
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=has_unused_heads(cfg))
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu,
                       gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                      log_with=trackers or None, project_dir=str(out))
+                      log_with=trackers or None, project_dir=str(out), kwargs_handlers=[ddp])
     if trackers:
         flat = {k: v for k, v in dataclasses.asdict(cfg).items() if isinstance(v, (int, float, str, bool))}
         acc.init_trackers(cfg.run_name, config=flat)
@@ -313,7 +321,10 @@ def _run(cfg: TrainConfig) -> int:
     summary = {"output_dir": result.output_dir, "mode": result.mode, "model_dir": result.model_dir,
                "mean_auc": result.mean_auc, "per_tier_auc": result.per_tier_auc, "global_step": result.global_step,
                "samples_per_second": result.samples_per_second, "stopped": result.stopped}
-    print(json.dumps(json_safe(summary)))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # one summary line per run, not one per process
+        print(json.dumps(json_safe(summary)))
     return 0
 
 
