@@ -312,3 +312,14 @@ def test_score_evaluate_derives_cost_from_turns(bundle, data_dir, tmp_path):
         want = float((s[s["model"] == m]["turns"] * (3000 * (1.0 + i) + 500 * (4.0 + i)) / 1e6).mean())
         got = summary.evaluation.get(f"always-{m}").cost_per_task
         assert got == pytest.approx(want, rel=1e-9), m
+
+
+def test_price_sources_offline():
+    """No data dir: the table an installed litellm ships is read as a file; an unreachable URL is one DataError."""
+    from aco_bert.data.prices import installed_litellm_table
+
+    path = installed_litellm_table()
+    assert path is not None and path.name == "model_prices_and_context_window_backup.json"
+    assert PriceTable.from_litellm(path).lookup("gpt-4o-mini").input > 0
+    with pytest.raises(DataError, match="cannot read http://127.0.0.1:9/prices.json"):
+        PriceTable.from_litellm("http://127.0.0.1:9/prices.json")

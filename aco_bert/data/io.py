@@ -6,13 +6,16 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from aco_bert.data.schema import DataError
 from aco_bert.data.text import invalid_unicode_in, may_hold_surrogates
+
+
+class SourceNotFound(DataError):
+    """A URL that answered 404: adapters reading optional files online treat it as "absent", not as an error."""
 
 
 def read_json_source(path_or_url: str | Path) -> Any:
     """A JSON document from a local path or a public http(s) URL (the adapters' online fallback)."""
-    from aco_bert.data.schema import DataError
-
     src = str(path_or_url)
     if src.startswith(("http://", "https://")):
         import urllib.request
@@ -22,7 +25,11 @@ def read_json_source(path_or_url: str | Path) -> Any:
         try:
             with urllib.request.urlopen(src, timeout=60) as r:  # noqa: S310 - pinned public URLs only
                 return json.loads(r.read().decode("utf-8"))
-        except (urllib.error.URLError, OSError, ValueError) as e:  # offline, HTTP error, not JSON
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                raise SourceNotFound(f"not found online (HTTP 404): {src}", file=src) from None
+            raise DataError(f"cannot read {src}: {e}", file=src) from None
+        except (urllib.error.URLError, OSError, ValueError) as e:  # offline, unreachable, not JSON
             raise DataError(f"cannot read {src}: {e}; offline, give a local copy (a path, or the data dir via "
                             "ACO_BERT_DATA_DIR / --data-dir)", file=src) from None
     with open(src, "rb") as f:

@@ -24,12 +24,11 @@ Errors name the sidecar file and, as the row, the instance id.
 
 from __future__ import annotations
 
-import urllib.error
 from pathlib import Path
 from typing import Any
 
 from aco_bert.data.adapters.swebench import HF_DATASET, read_tasks
-from aco_bert.data.io import read_json_source
+from aco_bert.data.io import SourceNotFound, read_json_source
 from aco_bert.data.schema import DataError, OutcomeTable, rows_to_table
 
 COMMIT = "3015ac612e7196f428e6e8a3948965d32d9a3331"
@@ -78,10 +77,8 @@ def _read_optional(root: str | Path, rel: str) -> Any | None:
         return None
     try:
         return read_json_source(src)
-    except urllib.error.HTTPError as e:
-        if e.code == 404:
-            return None
-        raise
+    except SourceNotFound:
+        return None
 
 
 def _cost(v: Any, file: str, iid: str) -> float | None:
