@@ -4,7 +4,7 @@ model ran.
 Why: a model that ran 562 of 730 prompts has a success rate over *its* 562 prompts; comparing it with another
 model's rate over all 730 (picking it as frontier, zero router or hull vertex) compares different prompt sets, and
 the easier subset wins. So the evaluator keeps only the prompts on which every candidate (every model at or above
-the prompt's floor) has a known outcome, and says so in its notes and JSON (``prompt_rule``).
+the prompt's floor) has a known outcome, and says so in its notes and JSON (``zero_router_rule``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class CompleteCase:
         return self.n == self.n_total
 
     def rule(self) -> str:
-        """The printed rule (notes and JSON ``prompt_rule``)."""
+        """The printed rule (notes and JSON ``zero_router_rule``)."""
         if self.complete:
             return f"complete: all {self.n_total} prompts have an outcome of every candidate model"
         worst = sorted(self.lacking.items(), key=lambda kv: -kv[1])
