@@ -45,3 +45,18 @@ class LiveServer:
 
     def client(self, **kw) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 30), trust_env=False, **kw)
+
+
+def wait_ready(proc, url: str, output, timeout_s: float = 90.0, poll_s: float = 0.1) -> None:
+    """Poll ``url``/readyz until 200 for a server started as its own process (``python -m aco_bert.serve``);
+    raise with ``output()`` (the process's log) when it exits or is not ready within ``timeout_s``."""
+    deadline = time.time() + timeout_s
+    while True:
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"aco_bert.serve did not become ready: {output()[-2000:]}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(poll_s)

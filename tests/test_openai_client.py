@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from aco_bert.serve.auth import hash_key
+from live_server import wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT_KEY = "aco-client-key-for-openai-sdk-tests"
@@ -52,17 +52,7 @@ def proxy_url(bundle, aco_router, upstream, tmp_path_factory):
                             env={**os.environ, "ACO_BERT_ORT_THREADS": "1", UPSTREAM_KEY_ENV: UPSTREAM_KEY})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while True:
-            if proc.poll() is not None or time.time() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"aco_bert.serve did not become ready: {log.read().decode()[-2000:]}")
-            try:
-                if httpx.get(url + "/readyz", timeout=2, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        wait_ready(proc, url, lambda: (log.seek(0), log.read().decode())[1])
         yield url
     finally:
         proc.terminate()

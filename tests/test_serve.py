@@ -23,7 +23,7 @@ from aco_bert.serve import ServeConfig, create_app, load_serve_config
 from aco_bert.serve.metrics import ServeMetrics
 from aco_bert.serve.proxy import resolve_upstreams
 from aco_bert.serve.schemas import ChatMessage, messages_text
-from live_server import LiveServer
+from live_server import LiveServer, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_ENV = "ACO_SERVE_TEST_UPSTREAM_KEY"
@@ -611,15 +611,7 @@ def test_cli_serves_a_bundle(bundle_dir, router, workers):
                             env={**os.environ, "ACO_BERT_ORT_THREADS": "1"})
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                if httpx.get(url + "/readyz", timeout=2, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        wait_ready(proc, url, lambda: proc.stdout.read().decode() if proc.poll() is not None else "", poll_s=0.2)
         with httpx.Client(base_url=url, timeout=30, trust_env=False) as c:
             for p in PROMPTS * 4:
                 r = c.post("/v1/route", json={"prompt": p}, headers={"connection": "close"})
