@@ -396,8 +396,7 @@ def run_router_eval(cfg: RouterEvalConfig, log: Callable[[str], Any] = print) ->
                        for s in srcs for fam in grids}
     report = evaluate_policies(m, spec.models, decisions=decisions, decision_curves=decision_curves,
                                min_tier=min_tier, frontier=frontier, within=cfg.within, seed=cfg.seed,
-                               dataset=dataset)
-    report.cost_metric = cfg.cost_metric
+                               dataset=dataset, cost_metric=cfg.cost_metric)  # share: m.cost is already 0/1
     if not cc.complete:
         report.zero_router_rule, report.n_prompts_total = cc.rule(), cc.n_total
         report.notes.insert(0, cc.rule())
